@@ -1,0 +1,766 @@
+"""The WebSocket connection state machine, without I/O.
+
+Theory of operation
+-------------------
+A :class:`ClientConnection` (or :class:`ServerConnection`) is a pure object: the I/O layer
+hands it every byte it reads with :meth:`Connection.receive_data` (and
+:meth:`Connection.receive_eof` at the end of the stream), then collects what happened with
+:meth:`Connection.events_received` and what must be written with
+:meth:`Connection.data_to_send`. The application sends with ``send_text``, ``send_binary``,
+``send_continuation``, ``send_ping``, ``send_pong`` and ``send_close``; those only queue
+bytes. Nothing here blocks, sleeps, reads a clock or touches a socket.
+
+States follow RFC 6455 §4 and §7::
+
+    CONNECTING --handshake ok--> OPEN --send_close--> CLOSING --peer Close--> CLOSED
+                                   |                                             ^
+                                   +--peer Close (answered at once)--------------+
+                                   +--protocol error (Close sent, input ignored)-+
+                                   +--EOF (abnormal, 1006)-----------------------+
+
+When the peer breaks the protocol, ``receive_data`` queues a Close frame with the right
+code, moves to CLOSED, and raises the :class:`~wsclient.exceptions.ProtocolError`; the events
+parsed before the bad frame are still returned by ``events_received``. Once CLOSED, the
+I/O layer flushes ``data_to_send`` and closes the transport (a client first gives the
+server a moment to close TCP, RFC 6455 §7.1.1).
+
+Frames are parsed in place from the read buffer. A frame that is complete in the buffer is
+handled in one step; a data frame whose payload is still arriving is consumed as it comes,
+so memory and time stay linear in the message size and invalid UTF-8 is caught at the
+first bad byte rather than at the end of the frame.
+"""
+
+from __future__ import annotations
+
+import codecs
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from ..exceptions import (
+    ConnectionDisconnected,
+    HandshakeError,
+    InvalidUTF8,
+    MessageTooBig,
+    ProtocolError,
+)
+from .deflate import DeflateOptions, PerMessageDeflate
+from .frames import (
+    CLOSE_ABNORMAL,
+    CLOSE_NO_STATUS,
+    MAX_CONTROL_PAYLOAD,
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONTINUATION,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    build_close_payload,
+    build_frame,
+    mask,
+    parse_close_payload,
+)
+from .handshake import (
+    DEFAULT_USER_AGENT,
+    ClientHandshake,
+    HeadersLike,
+    Request,
+    Response,
+    ServerHandshake,
+    WebSocketURI,
+)
+
+DEFAULT_MAX_SIZE: Final = 4 * 1024 * 1024
+_utf8_decoder_factory = codecs.getincrementaldecoder("utf-8")
+
+
+class State(enum.Enum):
+    """Connection state (RFC 6455 §4.1 and §7)."""
+
+    CONNECTING = 0
+    OPEN = 1
+    CLOSING = 2
+    CLOSED = 3
+
+
+class Role(enum.Enum):
+    CLIENT = "client"
+    SERVER = "server"
+
+
+# Events -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TextMessage:
+    """A complete text message."""
+
+    data: str
+
+
+@dataclass(frozen=True, slots=True)
+class BinaryMessage:
+    """A complete binary message."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Fragment:
+    """A piece of a message, delivered only when ``stream_messages`` is on.
+
+    Attributes:
+        text: Whether the message is a text message (``data`` is then ``str``).
+        data: The piece (decoded for text, decompressed for compressed messages).
+        first: This is the first piece of the message.
+        last: This is the last piece of the message.
+    """
+
+    text: bool
+    data: str | bytes
+    first: bool
+    last: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PingReceived:
+    """The peer sent a Ping (already answered with a Pong)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PongReceived:
+    """The peer sent a Pong."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CloseReceived:
+    """The peer sent a Close frame (code 1005 when it carried no code)."""
+
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeComplete:
+    """The opening handshake succeeded; the connection is OPEN."""
+
+    response: Response
+    subprotocol: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestReceived:
+    """Server role: an upgrade request arrived; answer with ``accept`` or ``reject``."""
+
+    request: Request
+
+
+Event = (
+    TextMessage
+    | BinaryMessage
+    | Fragment
+    | PingReceived
+    | PongReceived
+    | CloseReceived
+    | HandshakeComplete
+    | RequestReceived
+)
+
+_OPEN, _CLOSING, _CLOSED = State.OPEN, State.CLOSING, State.CLOSED
+
+
+class Connection:
+    """Frame-level state shared by both roles; use :class:`ClientConnection` or
+    :class:`ServerConnection`.
+
+    Args:
+        role: Which side this is; decides masking in each direction.
+        max_size: Largest message accepted, in bytes (after decompression); ``None`` for no
+            limit. Larger messages fail the connection with 1009.
+        max_frame_size: Outgoing messages longer than this are split into frames of at most
+            this many payload bytes; ``None`` never splits.
+        stream_messages: Deliver :class:`Fragment` events as data arrives instead of whole
+            messages.
+    """
+
+    def __init__(
+        self,
+        role: Role,
+        *,
+        max_size: int | None = DEFAULT_MAX_SIZE,
+        max_frame_size: int | None = None,
+        stream_messages: bool = False,
+        state: State = State.OPEN,
+        deflate: PerMessageDeflate | None = None,
+    ) -> None:
+        if max_size is not None and max_size <= 0:
+            raise ValueError("max_size must be positive or None")
+        if max_frame_size is not None and max_frame_size <= 0:
+            raise ValueError("max_frame_size must be positive or None")
+        self.role = role
+        self.max_size = max_size
+        self.max_frame_size = max_frame_size
+        self.stream_messages = stream_messages
+        self.state = state
+        self.deflate = deflate
+        self.close_code_received: int | None = None
+        self.close_reason_received: str | None = None
+        self.close_code_sent: int | None = None
+        self.close_reason_sent: str | None = None
+        self.failure: ProtocolError | None = None
+        self.eof_received = False
+
+        self._mask_outgoing = role is Role.CLIENT
+        self._expect_masked = role is Role.SERVER
+        self._events: list[Event] = []
+        self._output: list[bytes | bytearray] = []
+        self._pending = bytearray()
+        # The data frame whose payload is still arriving, if any.
+        self._frame_remaining = 0
+        self._frame_fin = False
+        self._frame_key: bytes | None = None
+        self._frame_offset = 0
+        # The message being reassembled, if any.
+        self._message_opcode: int | None = None
+        self._message_compressed = False
+        self._message_size = 0
+        self._message_parts: list[bytes] | list[str] = []
+        self._message_started = False
+        self._utf8: codecs.IncrementalDecoder | None = None
+        # The outgoing fragmented message, if any.
+        self._out_opcode: int | None = None
+        self._out_compressed = False
+
+    # Input ---------------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes | bytearray) -> None:
+        """Process bytes read from the transport.
+
+        Raises:
+            ProtocolError: The peer violated the protocol; a Close frame with
+                ``exc.close_code`` is queued and the state is CLOSED.
+            HandshakeError: Client role, CONNECTING: the handshake failed.
+        """
+        if self.state is State.CONNECTING:
+            data = self._receive_handshake_data(data)
+            if not data or self.state is State.CONNECTING:
+                return
+        if self.state is _CLOSED or not data:
+            return
+        pending = self._pending
+        if pending:
+            pending += data
+            buffer: bytes | bytearray = pending
+        else:
+            buffer = data
+        try:
+            consumed = self._parse(buffer)
+        except ProtocolError as exc:
+            self._fail(exc)
+            raise
+        if buffer is pending:
+            del pending[:consumed]
+        elif consumed < len(buffer):
+            pending += memoryview(buffer)[consumed:]
+
+    def receive_eof(self) -> None:
+        """The transport reached end of stream (the peer closed TCP)."""
+        self.eof_received = True
+        if self.state is State.CONNECTING:
+            self.state = _CLOSED
+            self._receive_handshake_eof()
+        if self.state is not _CLOSED:
+            self.state = _CLOSED
+            self._pending.clear()
+            self._abandon_message()
+
+    def events_received(self) -> list[Event]:
+        """Return and forget the events parsed so far."""
+        events = self._events
+        if events:
+            self._events = []
+        return events
+
+    def data_to_send(self) -> bytes:
+        """Return and forget the bytes queued for the transport."""
+        output = self._output
+        if not output:
+            return b""
+        self._output = []
+        if len(output) == 1:
+            return bytes(output[0]) if isinstance(output[0], bytearray) else output[0]
+        return b"".join(output)
+
+    def _receive_handshake_data(self, data: bytes | bytearray) -> bytes:
+        raise NotImplementedError
+
+    def _receive_handshake_eof(self) -> None:
+        raise NotImplementedError
+
+    # Parsing -------------------------------------------------------------------------------
+
+    def _parse(self, buffer: bytes | bytearray) -> int:
+        """Consume as many frames (or payload bytes) as possible; return bytes consumed."""
+        position = 0
+        end = len(buffer)
+        events = self._events
+        while position < end and self.state is not _CLOSED:
+            if self._frame_remaining:
+                position = self._consume_payload(buffer, position, end)
+                continue
+            if end - position < 2:
+                break
+            first = buffer[position]
+            second = buffer[position + 1]
+            length = second & 0x7F
+            header = 2
+            if length == 126:
+                if end - position < 4:
+                    break
+                length = (buffer[position + 2] << 8) | buffer[position + 3]
+                header = 4
+            elif length == 127:
+                if end - position < 10:
+                    break
+                length = int.from_bytes(buffer[position + 2 : position + 10], "big")
+                header = 10
+                if length >> 63:
+                    raise ProtocolError("frame length has the most significant bit set")
+            masked = second & 0x80
+            if masked:
+                header += 4
+            if end - position < header:
+                break
+            if bool(masked) is not self._expect_masked:
+                raise ProtocolError(
+                    "masked frame from the server" if masked else "unmasked frame from client"
+                )
+            opcode = first & 0x0F
+            fin = first & 0x80
+            if first & 0x70:
+                self._check_rsv(first, opcode)
+            if opcode > OP_BINARY:
+                if opcode not in (OP_CLOSE, OP_PING, OP_PONG):
+                    raise ProtocolError(f"reserved opcode {opcode:#x}")
+                if not fin:
+                    raise ProtocolError("fragmented control frame")
+                if length > MAX_CONTROL_PAYLOAD:
+                    raise ProtocolError(f"control frame payload of {length} bytes (limit 125)")
+                stop = position + header + length
+                if stop > end:
+                    break
+                payload = bytes(buffer[position + header : stop])
+                if masked:
+                    payload = mask(payload, buffer[position + header - 4 : position + header])
+                position = stop
+                self._control_frame(opcode, payload)
+                continue
+
+            self._start_data_frame(opcode, fin, first & 0x40, length)
+            stop = position + header + length
+            if (
+                stop <= end
+                and fin
+                and opcode
+                and not masked
+                and not (first & 0x40)
+                and not self.stream_messages
+            ):
+                # Fast path: a whole, unfragmented, uncompressed message in the buffer.
+                self._message_opcode = None
+                if opcode == OP_TEXT:
+                    try:
+                        text = buffer[position + header : stop].decode()
+                    except UnicodeDecodeError:
+                        raise InvalidUTF8("invalid UTF-8 in text message") from None
+                    events.append(TextMessage(text))
+                else:
+                    events.append(BinaryMessage(bytes(buffer[position + header : stop])))
+                position = stop
+                continue
+            self._frame_fin = bool(fin)
+            self._frame_key = (
+                bytes(buffer[position + header - 4 : position + header]) if masked else None
+            )
+            self._frame_offset = 0
+            position += header
+            if length == 0:
+                self._message_payload(b"", bool(fin))
+            else:
+                self._frame_remaining = length
+        return position
+
+    def _check_rsv(self, first: int, opcode: int) -> None:
+        if first & 0x30:
+            raise ProtocolError("RSV2 or RSV3 set without a negotiated extension")
+        if self.deflate is None:
+            raise ProtocolError("RSV1 set without a negotiated extension")
+        if opcode not in (OP_TEXT, OP_BINARY):
+            raise ProtocolError("RSV1 set on a control or continuation frame")
+
+    def _start_data_frame(self, opcode: int, fin: int, rsv1: int, length: int) -> None:
+        if opcode == OP_CONTINUATION:
+            if self._message_opcode is None:
+                raise ProtocolError("continuation frame without a message in progress")
+        else:
+            if self._message_opcode is not None:
+                raise ProtocolError("new data frame while a fragmented message is in progress")
+            self._message_opcode = opcode
+            self._message_compressed = bool(rsv1)
+            self._message_size = 0
+            self._message_parts = []
+            self._message_started = False
+            self._utf8 = None
+        if not self._message_compressed and self.max_size is not None:
+            if self._message_size + length > self.max_size:
+                raise MessageTooBig(
+                    f"message of at least {self._message_size + length} bytes exceeds "
+                    f"max_size={self.max_size}"
+                )
+
+    def _consume_payload(self, buffer: bytes | bytearray, position: int, end: int) -> int:
+        take = min(self._frame_remaining, end - position)
+        chunk = bytes(buffer[position : position + take])
+        key = self._frame_key
+        if key is not None:
+            offset = self._frame_offset % 4
+            chunk = mask(chunk, key[offset:] + key[:offset])
+            self._frame_offset += take
+        self._frame_remaining -= take
+        self._message_payload(chunk, self._frame_fin and not self._frame_remaining)
+        return position + take
+
+    def _message_payload(self, chunk: bytes, last: bool) -> None:
+        """Add payload bytes to the current message; ``last`` ends the message."""
+        if self._message_compressed:
+            assert self.deflate is not None
+            limit = None if self.max_size is None else self.max_size - self._message_size
+            chunk = self.deflate.decompress(chunk, final=last, limit=limit)
+        self._message_size += len(chunk)
+        text = self._message_opcode == OP_TEXT
+        piece: str | bytes = chunk
+        if text:
+            decoder = self._utf8
+            if decoder is None:
+                decoder = self._utf8 = _utf8_decoder_factory()
+            try:
+                piece = decoder.decode(chunk, last)
+            except UnicodeDecodeError:
+                raise InvalidUTF8("invalid UTF-8 in text message") from None
+        if self.stream_messages:
+            if piece or last:
+                self._events.append(Fragment(text, piece, not self._message_started, last))
+                self._message_started = True
+        elif piece:
+            self._message_parts.append(piece)  # type: ignore[arg-type]
+        if last:
+            if not self.stream_messages:
+                parts = self._message_parts
+                if text:
+                    self._events.append(TextMessage("".join(parts)))  # type: ignore[arg-type]
+                else:
+                    self._events.append(BinaryMessage(b"".join(parts)))  # type: ignore[arg-type]
+            self._message_opcode = None
+            self._message_parts = []
+            self._utf8 = None
+
+    def _abandon_message(self) -> None:
+        if self._message_opcode is not None and self._message_compressed and self.deflate:
+            self.deflate.reset_decompressor()
+        self._message_opcode = None
+        self._message_parts = []
+        self._utf8 = None
+        self._frame_remaining = 0
+
+    def _control_frame(self, opcode: int, payload: bytes) -> None:
+        if opcode == OP_PING:
+            self._events.append(PingReceived(payload))
+            if self.state is _OPEN:
+                self._output.append(build_frame(OP_PONG, payload, masked=self._mask_outgoing))
+        elif opcode == OP_PONG:
+            self._events.append(PongReceived(payload))
+        else:
+            code, reason = parse_close_payload(payload)
+            self.close_code_received = code
+            self.close_reason_received = reason
+            self._events.append(CloseReceived(code, reason))
+            if self.state is _OPEN:
+                # Echo the code (RFC 6455 §5.5.1); a Close without a code gets an empty one.
+                echo = None if code == CLOSE_NO_STATUS else code
+                self._queue_close(echo, "")
+            self.state = _CLOSED
+            self._abandon_message()
+
+    def _fail(self, exc: ProtocolError) -> None:
+        """Fail the WebSocket connection (RFC 6455 §7.1.7)."""
+        self.failure = exc
+        if self.state is _OPEN:
+            reason = str(exc).encode("utf-8")[:123].decode("utf-8", "ignore")
+            self._queue_close(exc.close_code, reason)
+        self.state = _CLOSED
+        self._pending.clear()
+        self._abandon_message()
+
+    # Output --------------------------------------------------------------------------------
+
+    def _require_open(self) -> None:
+        if self.state is not _OPEN:
+            raise ConnectionDisconnected(self.close_code, self.close_reason or "")
+
+    def _send_data(
+        self, opcode: int, payload: bytes | bytearray | memoryview, fin: bool, compress: bool
+    ) -> None:
+        self._require_open()
+        if opcode != OP_CONTINUATION:
+            if self._out_opcode is not None:
+                raise ValueError("a fragmented message is in progress; finish it first")
+            deflate = self.deflate
+            self._out_compressed = bool(
+                compress
+                and deflate is not None
+                and deflate.can_compress
+                and (not fin or len(payload) >= deflate.min_size)
+            )
+            if not fin:
+                self._out_opcode = opcode
+        else:
+            if self._out_opcode is None:
+                raise ValueError("no fragmented message in progress")
+            if fin:
+                self._out_opcode = None
+        rsv1 = self._out_compressed and opcode != OP_CONTINUATION
+        if self._out_compressed:
+            assert self.deflate is not None
+            payload = self.deflate.compress(payload, final=fin)
+        limit = self.max_frame_size
+        if limit is None or len(payload) <= limit:
+            self._output.append(
+                build_frame(opcode, payload, fin=fin, rsv1=rsv1, masked=self._mask_outgoing)
+            )
+            return
+        view = memoryview(payload)
+        for start in range(0, len(view), limit):
+            piece = view[start : start + limit]
+            last_piece = start + limit >= len(view)
+            self._output.append(
+                build_frame(
+                    opcode if start == 0 else OP_CONTINUATION,
+                    piece,
+                    fin=fin and last_piece,
+                    rsv1=rsv1 and start == 0,
+                    masked=self._mask_outgoing,
+                )
+            )
+
+    def send_text(self, data: str, *, fin: bool = True, compress: bool = True) -> None:
+        """Queue a text message (or its first fragment when ``fin`` is false)."""
+        self._send_data(OP_TEXT, data.encode("utf-8"), fin, compress)
+
+    def send_binary(
+        self, data: bytes | bytearray | memoryview, *, fin: bool = True, compress: bool = True
+    ) -> None:
+        """Queue a binary message (or its first fragment when ``fin`` is false)."""
+        self._send_data(OP_BINARY, data, fin, compress)
+
+    def send_continuation(
+        self, data: bytes | bytearray | memoryview | str, *, fin: bool
+    ) -> None:
+        """Queue the next fragment of the message started with ``fin=False``."""
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        self._send_data(OP_CONTINUATION, data, fin, True)
+
+    def send_ping(self, data: bytes = b"") -> None:
+        """Queue a Ping (at most 125 bytes of payload)."""
+        self._send_control(OP_PING, data)
+
+    def send_pong(self, data: bytes = b"") -> None:
+        """Queue an unsolicited Pong (at most 125 bytes of payload)."""
+        self._send_control(OP_PONG, data)
+
+    def _send_control(self, opcode: int, data: bytes) -> None:
+        if len(data) > MAX_CONTROL_PAYLOAD:
+            raise ValueError(f"control frame payload is {len(data)} bytes; the limit is 125")
+        self._require_open()
+        self._output.append(build_frame(opcode, data, masked=self._mask_outgoing))
+
+    def send_close(self, code: int | None = 1000, reason: str = "") -> None:
+        """Start the closing handshake; does nothing once closing has started.
+
+        Raises:
+            ValueError: The code may not be sent (use 1000-1003, 1007-1014 or 3000-4999)
+                or the reason is longer than 123 UTF-8 bytes.
+        """
+        payload = build_close_payload(code, reason)
+        if self.state is not _OPEN:
+            return
+        self._output.append(build_frame(OP_CLOSE, payload, masked=self._mask_outgoing))
+        self.close_code_sent = CLOSE_NO_STATUS if code is None else code
+        self.close_reason_sent = reason
+        self.state = _CLOSING
+
+    def _queue_close(self, code: int | None, reason: str) -> None:
+        payload = build_close_payload(code, reason)
+        self._output.append(build_frame(OP_CLOSE, payload, masked=self._mask_outgoing))
+        self.close_code_sent = CLOSE_NO_STATUS if code is None else code
+        self.close_reason_sent = reason
+
+    # Reporting -----------------------------------------------------------------------------
+
+    @property
+    def close_code(self) -> int:
+        """The code that describes how the connection ended (or is ending).
+
+        The peer's code when it sent a Close, else the code wsclient sent when it failed or
+        closed the connection, else 1006 (abnormal closure).
+        """
+        if self.close_code_received is not None:
+            return self.close_code_received
+        if self.close_code_sent is not None:
+            return self.close_code_sent
+        return CLOSE_ABNORMAL
+
+    @property
+    def close_reason(self) -> str:
+        if self.close_code_received is not None:
+            return self.close_reason_received or ""
+        return self.close_reason_sent or ""
+
+    @property
+    def close_handshake_done(self) -> bool:
+        """Both Close frames were exchanged (the closure was clean)."""
+        return self.close_code_received is not None and self.close_code_sent is not None
+
+
+class ClientConnection(Connection):
+    """The client role, starting in CONNECTING with the upgrade request queued.
+
+    Args:
+        uri: The server's parsed URL.
+        headers: Extra request headers; they replace the defaults (Host, Origin,
+            User-Agent) case-insensitively.
+        subprotocols: Subprotocols to offer, in order of preference.
+        origin: Value of the Origin header.
+        user_agent: Value of the User-Agent header; ``None`` sends none.
+        deflate_options: permessage-deflate offer; ``None`` disables compression.
+        max_size, max_frame_size, stream_messages: See :class:`Connection`.
+    """
+
+    def __init__(
+        self,
+        uri: WebSocketURI,
+        *,
+        headers: HeadersLike | None = None,
+        subprotocols: Iterable[str] | None = None,
+        origin: str | None = None,
+        user_agent: str | None = DEFAULT_USER_AGENT,
+        deflate_options: DeflateOptions | None = None,
+        max_size: int | None = DEFAULT_MAX_SIZE,
+        max_frame_size: int | None = None,
+        stream_messages: bool = False,
+    ) -> None:
+        super().__init__(
+            Role.CLIENT,
+            max_size=max_size,
+            max_frame_size=max_frame_size,
+            stream_messages=stream_messages,
+            state=State.CONNECTING,
+        )
+        self.handshake = ClientHandshake(
+            uri,
+            headers=headers,
+            subprotocols=list(subprotocols) if subprotocols is not None else None,
+            origin=origin,
+            user_agent=user_agent,
+            deflate_options=deflate_options,
+        )
+        self.response: Response | None = None
+        self.subprotocol: str | None = None
+        self._output.append(self.handshake.request_bytes())
+
+    def _receive_handshake_data(self, data: bytes | bytearray) -> bytes:
+        try:
+            leftover = self.handshake.receive_data(bytes(data))
+        except HandshakeError:
+            self.state = _CLOSED
+            raise
+        if leftover is None:
+            return b""
+        self.response = self.handshake.response
+        self.subprotocol = self.handshake.subprotocol
+        self.deflate = self.handshake.deflate
+        self.state = _OPEN
+        assert self.response is not None
+        self._events.append(HandshakeComplete(self.response, self.subprotocol))
+        return leftover
+
+    def _receive_handshake_eof(self) -> None:
+        self.handshake.receive_eof()
+
+
+class ServerConnection(Connection):
+    """The server role, used by :mod:`wsclient.testing`.
+
+    After a :class:`RequestReceived` event, call :meth:`accept` or :meth:`reject`.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_size: int | None = DEFAULT_MAX_SIZE,
+        max_frame_size: int | None = None,
+        deflate: bool = True,
+        deflate_settings: dict[str, object] | None = None,
+    ) -> None:
+        super().__init__(
+            Role.SERVER, max_size=max_size, max_frame_size=max_frame_size, state=State.CONNECTING
+        )
+        self.handshake = ServerHandshake(deflate, dict(deflate_settings or {}))
+        self.request: Request | None = None
+        self.subprotocol: str | None = None
+        self._early_data = b""
+
+    def _receive_handshake_data(self, data: bytes | bytearray) -> bytes:
+        if self.request is not None:
+            # Frames sent before our answer: keep them until accept().
+            self._early_data += data
+            return b""
+        request = self.handshake.receive_data(bytes(data))
+        if request is not None:
+            self.request = request
+            self._early_data = self.handshake.leftover
+            self._events.append(RequestReceived(request))
+        return b""
+
+    def _receive_handshake_eof(self) -> None:
+        return None
+
+    def accept(self, subprotocol: str | None = None, headers: HeadersLike | None = None) -> None:
+        """Answer the request with 101 and move to OPEN.
+
+        Raises:
+            HandshakeError: The request is not a valid WebSocket upgrade (answer with
+                :meth:`reject` instead).
+        """
+        problem = self.handshake.validate()
+        if problem is not None:
+            raise HandshakeError(problem)
+        response, self.deflate = self.handshake.accept(subprotocol, headers)
+        self.subprotocol = subprotocol
+        self._output.append(response)
+        self.state = _OPEN
+        early, self._early_data = self._early_data, b""
+        if early:
+            self.receive_data(early)
+
+    def reject(
+        self, status: int, reason: str = "", body: bytes = b"", headers: HeadersLike | None = None
+    ) -> None:
+        """Answer the request with an HTTP error; the connection is then CLOSED."""
+        self._output.append(ServerHandshake.reject(status, reason, body, headers))
+        self.state = _CLOSED

@@ -1,0 +1,167 @@
+"""Frame-level building blocks: opcodes, masking, frame headers, close payloads (RFC 6455 §5)."""
+
+from __future__ import annotations
+
+import os
+import struct
+from typing import Final
+
+from ..exceptions import InvalidUTF8, ProtocolError
+
+OP_CONTINUATION: Final = 0x0
+OP_TEXT: Final = 0x1
+OP_BINARY: Final = 0x2
+OP_CLOSE: Final = 0x8
+OP_PING: Final = 0x9
+OP_PONG: Final = 0xA
+
+DATA_OPCODES: Final = frozenset({OP_CONTINUATION, OP_TEXT, OP_BINARY})
+CONTROL_OPCODES: Final = frozenset({OP_CLOSE, OP_PING, OP_PONG})
+
+MAX_CONTROL_PAYLOAD: Final = 125
+MAX_CLOSE_REASON_BYTES: Final = 123
+
+_pack_16 = struct.Struct("!BBH").pack
+_pack_64 = struct.Struct("!BBQ").pack
+
+# XOR tables, one per key byte value, built on first use: bytes.translate runs in C, so
+# masking never loops over payload bytes in Python (see mask()).
+_xor_tables: list[bytes | None] = [None] * 256
+
+
+def _xor_table(key_byte: int) -> bytes:
+    table = _xor_tables[key_byte]
+    if table is None:
+        table = bytes(value ^ key_byte for value in range(256))
+        _xor_tables[key_byte] = table
+    return table
+
+
+def _mask_int(data: bytes | bytearray | memoryview, key: bytes) -> bytes:
+    # For small payloads one big-int XOR beats four translate calls.
+    length = len(data)
+    repeated = (key * (length // 4 + 1))[:length]
+    return (int.from_bytes(data, "little") ^ int.from_bytes(repeated, "little")).to_bytes(
+        length, "little"
+    )
+
+
+def mask_into(out: bytearray, start: int, data: bytes | bytearray | memoryview, key: bytes) -> None:
+    """XOR ``data`` with the 4-byte ``key`` into ``out[start:start + len(data)]``."""
+    length = len(data)
+    if length <= 64:
+        out[start : start + length] = _mask_int(data, key)
+        return
+    end = start + length
+    for offset in range(4):
+        # A stride-4 slice shares one key byte, so one translate table masks it all.
+        out[start + offset : end : 4] = data[offset::4].translate(_xor_table(key[offset]))
+
+
+def mask(data: bytes | bytearray | memoryview, key: bytes) -> bytes:
+    """Return ``data`` XOR-ed with the repeated 4-byte ``key`` (masking is its own inverse)."""
+    if len(data) <= 64:
+        return _mask_int(data, key)
+    out = bytearray(len(data))
+    mask_into(out, 0, data, key)
+    return bytes(out)
+
+
+def build_frame(
+    opcode: int,
+    payload: bytes | bytearray | memoryview,
+    *,
+    fin: bool = True,
+    rsv1: bool = False,
+    masked: bool,
+) -> bytes | bytearray:
+    """Serialize one frame; with ``masked`` a fresh key from the OS random source is used."""
+    first = opcode | (0x80 if fin else 0) | (0x40 if rsv1 else 0)
+    length = len(payload)
+    mask_bit = 0x80 if masked else 0
+    if length < 126:
+        header = bytes((first, mask_bit | length))
+    elif length < 65536:
+        header = _pack_16(first, mask_bit | 126, length)
+    else:
+        header = _pack_64(first, mask_bit | 127, length)
+    if not masked:
+        return header + payload
+    key = os.urandom(4)
+    header += key
+    if length <= 64:
+        return header + _mask_int(payload, key)
+    out = bytearray(len(header) + length)
+    out[: len(header)] = header
+    mask_into(out, len(header), payload, key)
+    return out
+
+
+# Close codes (RFC 6455 §7.4) ---------------------------------------------------------------
+
+CLOSE_NORMAL: Final = 1000
+CLOSE_GOING_AWAY: Final = 1001
+CLOSE_PROTOCOL_ERROR: Final = 1002
+CLOSE_UNSUPPORTED_DATA: Final = 1003
+CLOSE_NO_STATUS: Final = 1005
+CLOSE_ABNORMAL: Final = 1006
+CLOSE_INVALID_DATA: Final = 1007
+CLOSE_POLICY_VIOLATION: Final = 1008
+CLOSE_MESSAGE_TOO_BIG: Final = 1009
+CLOSE_MANDATORY_EXTENSION: Final = 1010
+CLOSE_INTERNAL_ERROR: Final = 1011
+
+# 1004, 1005, 1006 and 1015 are reserved for reporting and must never be sent; 1012-1014
+# were registered with IANA after RFC 6455 and are used by servers in the wild.
+_SENDABLE_BELOW_3000: Final = frozenset(
+    {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014}
+)
+
+
+def is_valid_close_code(code: int) -> bool:
+    """Whether ``code`` may appear in a Close frame on the wire."""
+    return code in _SENDABLE_BELOW_3000 or 3000 <= code <= 4999
+
+
+def build_close_payload(code: int | None, reason: str = "") -> bytes:
+    """Serialize a Close payload, validating code and reason as the user's input.
+
+    Raises:
+        ValueError: ``code`` is not allowed on the wire, or the reason is longer than 123
+            UTF-8 bytes, or a reason is given without a code.
+    """
+    if code is None:
+        if reason:
+            raise ValueError("a close reason requires a close code")
+        return b""
+    if not is_valid_close_code(code):
+        raise ValueError(
+            f"invalid close code {code}: use 1000-1003, 1007-1014 or 3000-4999"
+        )
+    encoded = reason.encode("utf-8")
+    if len(encoded) > MAX_CLOSE_REASON_BYTES:
+        raise ValueError(
+            f"close reason is {len(encoded)} bytes in UTF-8; the limit is {MAX_CLOSE_REASON_BYTES}"
+        )
+    return code.to_bytes(2, "big") + encoded
+
+
+def parse_close_payload(payload: bytes) -> tuple[int, str]:
+    """Parse a received Close payload into ``(code, reason)``; no payload means 1005.
+
+    Raises:
+        ProtocolError: A 1-byte payload or a code not allowed on the wire (1002).
+        InvalidUTF8: The reason is not valid UTF-8 (1007).
+    """
+    if not payload:
+        return CLOSE_NO_STATUS, ""
+    if len(payload) == 1:
+        raise ProtocolError("close frame with a 1-byte payload")
+    code = int.from_bytes(payload[:2], "big")
+    if not is_valid_close_code(code):
+        raise ProtocolError(f"invalid close code {code} received")
+    try:
+        reason = payload[2:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidUTF8("close reason is not valid UTF-8") from exc
+    return code, reason
