@@ -4,6 +4,7 @@
 
     WebSocketError
     ├── ConnectError                 TCP, TLS or proxy connection failed (also ConnectionError)
+    │   └── ConnectTimeout           open_timeout expired (also TimeoutError)
     ├── HandshakeError               the HTTP upgrade was refused or invalid (also ConnectionError)
     │   └── InvalidStatus            the server answered with a status other than 101
     ├── ProtocolError                the peer broke RFC 6455 / RFC 7692; carries the close code
@@ -24,6 +25,7 @@ from collections.abc import Mapping
 
 __all__ = [
     "ConnectError",
+    "ConnectTimeout",
     "ConnectionDisconnected",
     "HandshakeError",
     "InvalidStatus",
@@ -46,6 +48,10 @@ class ConnectError(WebSocketError, ConnectionError):
 
     The underlying ``OSError`` or ``ssl.SSLError`` is chained as ``__cause__``.
     """
+
+
+class ConnectTimeout(ConnectError, TimeoutError):
+    """Opening the connection (TCP, TLS and handshake) took longer than ``open_timeout``."""
 
 
 class HandshakeError(WebSocketError, ConnectionError):
@@ -150,8 +156,8 @@ class ReadTimeout(WebSocketError, TimeoutError):
 class WriteTimeout(WebSocketError, TimeoutError):
     """A send did not complete within its timeout because the peer is not reading.
 
-    The connection is failed (closed with code 1011 when possible), because part of a
-    frame may already be on the wire.
+    The message stays queued, whole and in order, and goes out if the peer resumes
+    reading; the connection stays usable (keepalive still detects a dead peer).
     """
 
 

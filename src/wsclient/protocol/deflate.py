@@ -68,7 +68,9 @@ def _split_outside_quotes(text: str, separator: str) -> list[str]:
     return parts
 
 
-_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_TOKEN_CHARS = frozenset(
+    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
 
 
 def _is_token(text: str) -> bool:
@@ -332,9 +334,7 @@ class PerMessageDeflate:
         if decompressor is None:
             # Inflating with a larger window than the peer's is always correct, and zlib
             # rejects raw streams made with 8 bits when inflating with 8.
-            decompressor = self._decompressor = zlib.decompressobj(
-                -max(self.decompress_bits, 9)
-            )
+            decompressor = self._decompressor = zlib.decompressobj(-max(self.decompress_bits, 9))
         if final:
             data = data + _TAIL
         try:

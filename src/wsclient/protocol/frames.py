@@ -37,7 +37,7 @@ def _xor_table(key_byte: int) -> bytes:
     return table
 
 
-def _mask_int(data: bytes | bytearray | memoryview, key: bytes) -> bytes:
+def _mask_int(data: bytes | bytearray | memoryview, key: bytes | bytearray) -> bytes:
     # For small payloads one big-int XOR beats four translate calls.
     length = len(data)
     repeated = (key * (length // 4 + 1))[:length]
@@ -46,7 +46,9 @@ def _mask_int(data: bytes | bytearray | memoryview, key: bytes) -> bytes:
     )
 
 
-def mask_into(out: bytearray, start: int, data: bytes | bytearray | memoryview, key: bytes) -> None:
+def mask_into(
+    out: bytearray, start: int, data: bytes | bytearray | memoryview, key: bytes | bytearray
+) -> None:
     """XOR ``data`` with the 4-byte ``key`` into ``out[start:start + len(data)]``."""
     length = len(data)
     if length <= 64:
@@ -55,10 +57,10 @@ def mask_into(out: bytearray, start: int, data: bytes | bytearray | memoryview, 
     end = start + length
     for offset in range(4):
         # A stride-4 slice shares one key byte, so one translate table masks it all.
-        out[start + offset : end : 4] = data[offset::4].translate(_xor_table(key[offset]))
+        out[start + offset : end : 4] = bytes(data[offset::4]).translate(_xor_table(key[offset]))
 
 
-def mask(data: bytes | bytearray | memoryview, key: bytes) -> bytes:
+def mask(data: bytes | bytearray | memoryview, key: bytes | bytearray) -> bytes:
     """Return ``data`` XOR-ed with the repeated 4-byte ``key`` (masking is its own inverse)."""
     if len(data) <= 64:
         return _mask_int(data, key)
@@ -135,9 +137,7 @@ def build_close_payload(code: int | None, reason: str = "") -> bytes:
             raise ValueError("a close reason requires a close code")
         return b""
     if not is_valid_close_code(code):
-        raise ValueError(
-            f"invalid close code {code}: use 1000-1003, 1007-1014 or 3000-4999"
-        )
+        raise ValueError(f"invalid close code {code}: use 1000-1003, 1007-1014 or 3000-4999")
     encoded = reason.encode("utf-8")
     if len(encoded) > MAX_CLOSE_REASON_BYTES:
         raise ValueError(

@@ -323,7 +323,8 @@ class ClientHandshake:
         """
         if self._refusal is not None:
             self._body += data
-            return self._check_body_complete()
+            self._check_body_complete()
+            return None
         parsed = self._head.feed(data)
         if parsed is None:
             return None
@@ -334,7 +335,8 @@ class ClientHandshake:
             self._refusal = (status, reason, headers)
             self._body_expected = self._expected_body_length(headers)
             self._body += leftover
-            return self._check_body_complete()
+            self._check_body_complete()
+            return None
         self.response = Response(status, reason, headers)
         self._validate(headers)
         return leftover
@@ -371,7 +373,6 @@ class ClientHandshake:
             and self._body.endswith(b"0\r\n\r\n")
         ):
             self._raise_refusal()
-        return None
 
     def _raise_refusal(self) -> None:
         assert self._refusal is not None

@@ -1,0 +1,1 @@
+"""The async flavor (canonical source of the generated sync flavor)."""

@@ -1,0 +1,450 @@
+"""asyncio primitives behind the async flavor (hand-written; the sync twin uses threads).
+
+Only this module imports asyncio. Every wait takes its timeout as a parameter, so the
+code generated for the sync flavor never needs a wrapper around arbitrary code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl as ssl_module
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Generic, TypeVar
+
+from .._shared import MailboxClosed
+
+__all__ = [
+    "AsyncEvent",
+    "AsyncLock",
+    "AsyncMailbox",
+    "AsyncStream",
+    "StateLock",
+    "TaskHandle",
+    "monotonic",
+    "open_stream",
+    "sleep",
+    "spawn",
+]
+
+T = TypeVar("T")
+monotonic = time.monotonic
+
+# Reads land in one buffer per thread and are copied out at once: asyncio calls get_buffer,
+# recv_into and buffer_updated back to back, so connections of one loop can share it, and
+# an idle connection costs no buffer at all.
+_RECEIVE_BUFFER_SIZE = 256 * 1024
+_thread_buffers = threading.local()
+# Reading pauses once this much is read but not yet consumed (backpressure).
+_READ_HIGH_WATER = 1024 * 1024
+
+
+def _shared_receive_buffer() -> memoryview:
+    view: memoryview | None = getattr(_thread_buffers, "view", None)
+    if view is None:
+        view = _thread_buffers.view = memoryview(bytearray(_RECEIVE_BUFFER_SIZE))
+    return view
+
+
+class _StreamProtocol(asyncio.BufferedProtocol):
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.chunks: list[bytes] = []
+        self.buffered = 0
+        self.eof = False
+        self.error: BaseException | None = None
+        self.reading_paused = False
+        self.writing_paused = False
+        self.lost = False
+        self.read_waiter: asyncio.Future[None] | None = None
+        self.drain_waiters: list[asyncio.Future[None]] = []
+        self.lost_waiters: list[asyncio.Future[None]] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _shared_receive_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.chunks.append(bytes(_shared_receive_buffer()[:nbytes]))
+        self.buffered += nbytes
+        if self.buffered > _READ_HIGH_WATER and not self.reading_paused:
+            assert self.transport is not None
+            self.reading_paused = True
+            self.transport.pause_reading()
+        self._wake_reader()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake_reader()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.eof = True
+        if exc is not None and self.error is None:
+            self.error = exc
+        self._wake_reader()
+        for waiters in (self.drain_waiters, self.lost_waiters):
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            waiters.clear()
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        for waiter in self.drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self.drain_waiters.clear()
+
+    def _wake_reader(self) -> None:
+        waiter = self.read_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+async def _wait_future(future: asyncio.Future[None], timeout: float | None) -> bool:
+    """Wait for ``future``; return False on timeout (the future is then cancelled)."""
+    if timeout is None:
+        await future
+        return True
+    loop = asyncio.get_running_loop()
+    handle = loop.call_later(max(timeout, 0), _cancel_quietly, future)
+    try:
+        await future
+    except asyncio.CancelledError:
+        if future.cancelled() and not _current_task_cancelling():
+            return False
+        raise
+    finally:
+        handle.cancel()
+    return True
+
+
+def _cancel_quietly(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.cancel()
+
+
+def _current_task_cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+class AsyncStream:
+    """A byte stream over a connected socket (TCP or TLS)."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: _StreamProtocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+
+    async def read(self, timeout: float | None = None) -> bytes:
+        """Return the next bytes available; ``b""`` at end of stream.
+
+        Raises:
+            TimeoutError: Nothing arrived within ``timeout`` seconds.
+            OSError: The connection failed (reset, TLS error).
+        """
+        protocol = self._protocol
+        if not protocol.chunks and not protocol.eof:
+            waiter = protocol.read_waiter = asyncio.get_running_loop().create_future()
+            try:
+                if not await _wait_future(waiter, timeout):
+                    raise TimeoutError("read timed out")
+            finally:
+                protocol.read_waiter = None
+        chunks = protocol.chunks
+        if chunks:
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            chunks.clear()
+            protocol.buffered = 0
+            if protocol.reading_paused:
+                protocol.reading_paused = False
+                self._transport.resume_reading()
+            return data
+        error = protocol.error
+        if error is not None and not isinstance(error, ConnectionAbortedError):
+            raise error
+        return b""
+
+    def write_nowait(self, data: bytes) -> None:
+        """Queue ``data`` for sending without waiting (order is kept across callers)."""
+        if data and not self._protocol.lost:
+            self._transport.write(data)
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """Wait until the outgoing buffer is below its high-water mark.
+
+        Raises:
+            TimeoutError: The peer did not read enough within ``timeout`` seconds.
+            ConnectionResetError: The connection was lost.
+        """
+        protocol = self._protocol
+        if protocol.lost:
+            raise ConnectionResetError("connection lost")
+        if not protocol.writing_paused:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        protocol.drain_waiters.append(waiter)
+        try:
+            if not await _wait_future(waiter, timeout):
+                raise TimeoutError("write timed out")
+        finally:
+            if waiter in protocol.drain_waiters:
+                protocol.drain_waiters.remove(waiter)
+        if protocol.lost:
+            raise ConnectionResetError("connection lost")
+
+    def write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size()
+
+    def set_write_limits(self, high: int, low: int) -> None:
+        self._transport.set_write_buffer_limits(high, low)
+
+    def close(self) -> None:
+        """Close after flushing what is buffered; the reader then sees end of stream."""
+        if not self._transport.is_closing():
+            self._transport.close()
+
+    def abort(self) -> None:
+        """Close at once, dropping buffered output; wakes the reader and any drain."""
+        self._protocol.error = self._protocol.error or ConnectionAbortedError("aborted")
+        self._transport.abort()
+
+    async def wait_closed(self, timeout: float | None = None) -> bool:
+        """Wait until the connection is fully closed; False on timeout."""
+        protocol = self._protocol
+        if protocol.lost:
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        protocol.lost_waiters.append(waiter)
+        return await _wait_future(waiter, timeout)
+
+    @property
+    def at_eof(self) -> bool:
+        return self._protocol.eof and not self._protocol.chunks
+
+    def get_extra_info(self, name: str) -> Any:
+        return self._transport.get_extra_info(name)
+
+
+async def open_stream(
+    host: str,
+    port: int,
+    *,
+    ssl_context: ssl_module.SSLContext | None = None,
+    server_hostname: str | None = None,
+    timeout: float | None = None,
+) -> AsyncStream:
+    """Open a TCP connection (with TLS when ``ssl_context`` is given), TCP_NODELAY set.
+
+    Raises:
+        TimeoutError: TCP connect and TLS handshake took longer than ``timeout``.
+        OSError: The connection or the TLS handshake failed.
+    """
+    loop = asyncio.get_running_loop()
+    kwargs: dict[str, Any] = {}
+    if ssl_context is not None:
+        kwargs["ssl"] = ssl_context
+        kwargs["server_hostname"] = server_hostname or host
+        if timeout is not None:
+            kwargs["ssl_handshake_timeout"] = max(timeout, 0.001)
+    async with asyncio.timeout(timeout):
+        transport, protocol = await loop.create_connection(_StreamProtocol, host, port, **kwargs)
+    assert isinstance(transport, asyncio.Transport)
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return AsyncStream(transport, protocol)
+
+
+class StateLock:
+    """Guards state shared with background work; a no-op here (one thread, no awaits inside)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
+class AsyncLock:
+    """A mutual-exclusion lock held across waits."""
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+
+    async def __aenter__(self) -> None:
+        await self._lock.acquire()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._lock.release()
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+
+class AsyncEvent:
+    """A flag that tasks can wait on."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self, timeout: float | None = None) -> bool:
+        """Wait until set; return whether it is set (False after ``timeout`` seconds)."""
+        if self._event.is_set():
+            return True
+        waiter = asyncio.ensure_future(self._event.wait())
+        try:
+            done, _ = await asyncio.wait({waiter}, timeout=timeout)
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+        return self._event.is_set()
+
+
+class AsyncMailbox(Generic[T]):
+    """Bounded FIFO boxes (one per kind) read by kind or by arrival order across kinds.
+
+    A ``get`` removes an item only once it has it in hand, so a cancelled or timed-out
+    ``get`` never loses an item. ``close`` wakes every waiter; items already in a box are
+    still delivered, then ``get`` raises :class:`MailboxClosed`.
+    """
+
+    def __init__(self, maxsizes: Sequence[int]) -> None:
+        self._boxes: list[deque[tuple[int, T]]] = [deque() for _ in maxsizes]
+        self._maxsizes = [size if size > 0 else 0 for size in maxsizes]
+        self._sequence = 0
+        self._waiters: list[asyncio.Future[None]] = []
+        self.closed = False
+
+    def _wake_all(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
+
+    async def _wait(self, timeout: float | None) -> bool:
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            return await _wait_future(waiter, timeout)
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+    def qsize(self, kind: int) -> int:
+        return len(self._boxes[kind])
+
+    def full(self, kind: int) -> bool:
+        maxsize = self._maxsizes[kind]
+        return 0 < maxsize <= len(self._boxes[kind])
+
+    def put_nowait(self, kind: int, item: T) -> bool:
+        """Add ``item`` unless the box is full or the mailbox closed; return whether added."""
+        if self.closed or self.full(kind):
+            return False
+        self._sequence += 1
+        self._boxes[kind].append((self._sequence, item))
+        self._wake_all()
+        return True
+
+    async def put(self, kind: int, item: T) -> bool:
+        """Add ``item``, waiting while the box is full; False if the mailbox closed first."""
+        while self.full(kind) and not self.closed:
+            await self._wait(None)
+        return self.put_nowait(kind, item)
+
+    def drop_oldest(self, kind: int) -> T | None:
+        box = self._boxes[kind]
+        if not box:
+            return None
+        item = box.popleft()[1]
+        self._wake_all()
+        return item
+
+    def get_nowait(self, kinds: Sequence[int]) -> tuple[int, T] | None:
+        """Take the earliest-arrived item among ``kinds``, or ``None`` if all are empty."""
+        best_kind = -1
+        best_sequence = 0
+        boxes = self._boxes
+        for kind in kinds:
+            box = boxes[kind]
+            if box and (best_kind < 0 or box[0][0] < best_sequence):
+                best_kind, best_sequence = kind, box[0][0]
+        if best_kind < 0:
+            return None
+        item = boxes[best_kind].popleft()[1]
+        if self._waiters:
+            self._wake_all()
+        return best_kind, item
+
+    async def get(self, kinds: Sequence[int], timeout: float | None = None) -> tuple[int, T]:
+        """Take the earliest-arrived item among ``kinds``, waiting up to ``timeout``.
+
+        Raises:
+            TimeoutError: Nothing arrived in time.
+            MailboxClosed: The mailbox is closed and those boxes are empty.
+        """
+        deadline = None if timeout is None else monotonic() + timeout
+        while True:
+            found = self.get_nowait(kinds)
+            if found is not None:
+                return found
+            if self.closed:
+                raise MailboxClosed
+            remaining = None if deadline is None else deadline - monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError("receive timed out")
+            await self._wait(remaining)
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake_all()
+
+
+class TaskHandle:
+    """A background task started by :func:`spawn`."""
+
+    def __init__(self, task: asyncio.Task[None]) -> None:
+        self._task = task
+
+    def done(self) -> bool:
+        return self._task.done()
+
+    def is_current(self) -> bool:
+        return asyncio.current_task() is self._task
+
+    async def join(self, timeout: float | None = None) -> bool:
+        """Wait for the task to finish; False on timeout. The task is never cancelled."""
+        if self._task.done() or self.is_current():
+            return self._task.done()
+        await asyncio.wait({self._task}, timeout=timeout)
+        return self._task.done()
+
+
+def spawn(function: Callable[..., Coroutine[Any, Any, None]], *args: Any, name: str) -> TaskHandle:
+    """Run ``function(*args)`` in the background; it must catch its own errors."""
+    return TaskHandle(asyncio.get_running_loop().create_task(function(*args), name=name))
+
+
+async def sleep(seconds: float) -> None:
+    await asyncio.sleep(seconds)

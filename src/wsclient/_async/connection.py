@@ -1,0 +1,687 @@
+"""An open WebSocket connection: the reader, the keepalive, buffers, send and receive."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from .._shared import (
+    ANY_MESSAGE,
+    BINARY_ONLY,
+    KIND_BINARY,
+    KIND_PONG,
+    KIND_TEXT,
+    PONG_ONLY,
+    TEXT_ONLY,
+    ConnectionStats,
+    MailboxClosed,
+    Message,
+    MessageType,
+    logger,
+)
+from ..exceptions import (
+    ConnectionDisconnected,
+    NoProtocolHandler,
+    ProtocolError,
+    ReadTimeout,
+    WriteTimeout,
+)
+from ..handlers import ProtocolHandler
+from ..protocol import (
+    BinaryMessage,
+    ClientConnection,
+    CloseReceived,
+    Event,
+    PingReceived,
+    PongReceived,
+    State,
+    TextMessage,
+)
+from ..protocol.frames import build_close_payload
+from ._backend import AsyncEvent, AsyncLock, AsyncMailbox, AsyncStream, StateLock, TaskHandle
+from ._backend import monotonic as _monotonic
+from ._backend import spawn as _spawn
+
+_NORMAL_CLOSE_CODES = (1000, 1001)
+
+
+@dataclass
+class Channel:
+    """What :meth:`WebSocketClient.connect` hands to a :class:`WebSocketConnection`.
+
+    Attributes:
+        stream: The open transport.
+        protocol: The protocol core, already OPEN.
+        close_timeout: Seconds to wait for the closing handshake and the TCP close.
+        ping_timeout: Seconds to wait for a keepalive pong before the peer is declared
+            dead; ``None`` never declares it dead.
+    """
+
+    stream: AsyncStream
+    protocol: ClientConnection
+    close_timeout: float | None = 10.0
+    ping_timeout: float | None = 20.0
+
+
+@dataclass
+class _PendingPing:
+    sent_at: float
+    answered: AsyncEvent
+    from_user: bool
+    round_trip: float | None = None
+
+
+class WebSocketConnection:
+    """An open WebSocket connection.
+
+    Text and binary messages wait in separate bounded buffers: :meth:`receive_text` never
+    takes a binary message and :meth:`receive_bytes` never takes a text one, while
+    :meth:`receive` (and iteration) takes whichever arrived first. When a buffer is full,
+    reading from the network pauses until the application catches up, unless
+    ``drop_frames`` is set: then the oldest message of that type is dropped (and counted in
+    :attr:`stats`).
+
+    Created by :meth:`WebSocketClient.connect`; use it as a context manager to close it.
+
+    Args:
+        conn: The open transport and protocol state (from ``connect``).
+        text_queue_maxsize: Capacity of the text buffer, in messages (0: unbounded).
+        binary_queue_maxsize: Capacity of the binary buffer, in messages (0: unbounded).
+        drop_frames: Drop the oldest message instead of pausing when a buffer is full.
+        protocol_handler: Codec for :meth:`send_protocol` and :meth:`receive_protocol`.
+        pong_queue_maxsize: Capacity of the buffer of pongs answering :meth:`ping`.
+    """
+
+    OPCODE_CONTINUATION = 0x0
+    OPCODE_TEXT = 0x1
+    OPCODE_BINARY = 0x2
+    OPCODE_CLOSE = 0x8
+    OPCODE_PING = 0x9
+    OPCODE_PONG = 0xA
+
+    def __init__(
+        self,
+        conn: Channel,
+        text_queue_maxsize: int = 100,
+        binary_queue_maxsize: int = 100,
+        drop_frames: bool = False,
+        protocol_handler: ProtocolHandler | None = None,
+        *,
+        pong_queue_maxsize: int = 100,
+    ) -> None:
+        self._stream = conn.stream
+        self._protocol = conn.protocol
+        self._close_timeout = conn.close_timeout
+        self._ping_timeout = conn.ping_timeout
+        self._drop_frames = drop_frames
+        self.protocol_handler = protocol_handler
+        self._mailbox: AsyncMailbox[Any] = AsyncMailbox(
+            [text_queue_maxsize, binary_queue_maxsize, pong_queue_maxsize]
+        )
+        self._state_lock = StateLock()
+        self._send_lock = AsyncLock()
+        self._closed = AsyncEvent()
+        self._error: BaseException | None = None
+        self._pending_pings: dict[bytes, _PendingPing] = {}
+        self._reader: TaskHandle | None = None
+        self._keepalive: TaskHandle | None = None
+        self._keepalive_stop: AsyncEvent | None = None
+        self._reading_paused = False
+        self._last_received = _monotonic()
+        self.latency: float | None = None
+        """Round-trip time of the last answered ping, in seconds (``None`` before any)."""
+        self.stats = ConnectionStats()
+        """Message, byte and drop counters of this connection."""
+
+    # Lifecycle --------------------------------------------------------------------------
+
+    def _start(self, start_keepalive: bool, keepalive_interval: float) -> None:
+        self._reader = _spawn(self._read_loop, name="wsclient-reader")
+        if start_keepalive:
+            self.start_keep_alive(keepalive_interval)
+
+    async def _read_loop(self) -> None:
+        stream = self._stream
+        protocol = self._protocol
+        try:
+            events = protocol.events_received()
+            if events:
+                await self._dispatch(events)
+            while protocol.state is not State.CLOSED:
+                data = await stream.read()
+                with self._state_lock:
+                    try:
+                        if data:
+                            protocol.receive_data(data)
+                        else:
+                            protocol.receive_eof()
+                    except ProtocolError as exc:
+                        logger.warning("failing the connection: %s", exc)
+                        self._error = exc
+                    events = protocol.events_received()
+                    output = protocol.data_to_send()
+                    if output:
+                        stream.write_nowait(output)
+                self._last_received = _monotonic()
+                if events:
+                    await self._dispatch(events)
+            if not protocol.eof_received:
+                await self._wait_for_server_close()
+        except Exception as exc:
+            if self._error is None:
+                self._error = exc
+            logger.debug("reader stopped: %r", exc)
+        finally:
+            self._finish()
+
+    async def _wait_for_server_close(self) -> None:
+        # The server closes TCP first (RFC 6455 §7.1.1); give it close_timeout to do so.
+        deadline = None if self._close_timeout is None else _monotonic() + self._close_timeout
+        while True:
+            remaining = None if deadline is None else deadline - _monotonic()
+            if remaining is not None and remaining <= 0:
+                break
+            try:
+                data = await self._stream.read(remaining)
+            except (TimeoutError, OSError):
+                break
+            if not data:
+                return
+        self._stream.abort()
+
+    def _finish(self) -> None:
+        with self._state_lock:
+            if self._protocol.state is not State.CLOSED:
+                self._protocol.receive_eof()
+        self._stream.close()
+        self._mailbox.close()
+        if self._keepalive_stop is not None:
+            self._keepalive_stop.set()
+        for pending in self._pending_pings.values():
+            pending.answered.set()
+        self._closed.set()
+        logger.debug("connection closed: code %s", self._protocol.close_code)
+
+    async def _dispatch(self, events: list[Event]) -> None:
+        stats = self.stats
+        for event in events:
+            if isinstance(event, TextMessage):
+                stats.messages_in += 1
+                stats.bytes_in += len(event.data)
+                await self._deliver(KIND_TEXT, event.data)
+            elif isinstance(event, BinaryMessage):
+                stats.messages_in += 1
+                stats.bytes_in += len(event.data)
+                await self._deliver(KIND_BINARY, event.data)
+            elif isinstance(event, PongReceived):
+                stats.pongs_received += 1
+                self._on_pong(event.data)
+            elif isinstance(event, PingReceived):
+                logger.debug("ping received and answered")
+            elif isinstance(event, CloseReceived):
+                logger.debug("close received: %s %s", event.code, event.reason)
+
+    async def _deliver(self, kind: int, data: str | bytes) -> None:
+        mailbox = self._mailbox
+        if mailbox.put_nowait(kind, data):
+            return
+        if self._drop_frames:
+            mailbox.drop_oldest(kind)
+            if kind == KIND_TEXT:
+                self.stats.dropped_text += 1
+            else:
+                self.stats.dropped_binary += 1
+            logger.warning(
+                "%s buffer full: dropped the oldest message (%d dropped so far)",
+                "text" if kind == KIND_TEXT else "binary",
+                self.stats.dropped_text + self.stats.dropped_binary,
+            )
+            mailbox.put_nowait(kind, data)
+            return
+        # The application is slower than the peer: stop reading until it catches up.
+        self._reading_paused = True
+        try:
+            await mailbox.put(kind, data)
+        finally:
+            self._reading_paused = False
+            self._last_received = _monotonic()
+
+    def _on_pong(self, data: bytes) -> None:
+        pending = self._pending_pings.pop(data, None)
+        if pending is None:
+            return
+        now = _monotonic()
+        pending.round_trip = self.latency = now - pending.sent_at
+        pending.answered.set()
+        if pending.from_user and not self._mailbox.put_nowait(KIND_PONG, data):
+            self._mailbox.drop_oldest(KIND_PONG)
+            self._mailbox.put_nowait(KIND_PONG, data)
+
+    def _disconnected(self) -> ConnectionDisconnected:
+        protocol = self._protocol
+        return ConnectionDisconnected(protocol.close_code, protocol.close_reason)
+
+    # Sending ----------------------------------------------------------------------------
+
+    async def _drain(self, timeout: float | None) -> None:
+        try:
+            await self._stream.drain(timeout)
+        except TimeoutError:
+            raise WriteTimeout(
+                f"the peer did not read the message within {timeout} s; "
+                "it stays queued and goes out if the peer resumes reading"
+            ) from None
+        except OSError as exc:
+            raise self._disconnected() from (self._error or exc)
+
+    async def _send(self, opcode: int, data: Any, timeout: float | None, compress: bool) -> None:
+        async with self._send_lock:
+            with self._state_lock:
+                protocol = self._protocol
+                try:
+                    if opcode == self.OPCODE_TEXT:
+                        protocol.send_text(data, compress=compress)
+                    else:
+                        protocol.send_binary(data, compress=compress)
+                except ConnectionDisconnected:
+                    raise self._disconnected() from self._error
+                self._stream.write_nowait(protocol.data_to_send())
+            self.stats.messages_out += 1
+            self.stats.bytes_out += len(data)
+            await self._drain(timeout)
+
+    async def send_text(
+        self, message: str, *, timeout: float | None = None, compress: bool = True
+    ) -> None:
+        """Send a text message.
+
+        Args:
+            message: The text.
+            timeout: Seconds to wait for the peer to take the data when the outgoing
+                buffer is full; ``None`` waits as long as the connection lives.
+            compress: ``False`` sends this message uncompressed even with deflate on.
+
+        Raises:
+            TypeError: ``message`` is not a ``str``.
+            ConnectionDisconnected: The connection is closed.
+            WriteTimeout: The peer did not read in time (the message stays queued).
+        """
+        if not isinstance(message, str):
+            raise TypeError(f"send_text needs a str, got {type(message).__name__}")
+        await self._send(self.OPCODE_TEXT, message, timeout, compress)
+
+    async def send_bytes(
+        self,
+        data: bytes | bytearray | memoryview,
+        *,
+        timeout: float | None = None,
+        compress: bool = True,
+    ) -> None:
+        """Send a binary message.
+
+        Args:
+            data: The payload.
+            timeout: As for :meth:`send_text`.
+            compress: As for :meth:`send_text`.
+
+        Raises:
+            TypeError: ``data`` is not bytes-like.
+            ConnectionDisconnected: The connection is closed.
+            WriteTimeout: The peer did not read in time (the message stays queued).
+        """
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(f"send_bytes needs bytes, got {type(data).__name__}")
+        await self._send(self.OPCODE_BINARY, data, timeout, compress)
+
+    async def send_json(self, data: Any, *, timeout: float | None = None) -> None:
+        """Serialize ``data`` as JSON and send it as a text message.
+
+        Raises:
+            TypeError: ``data`` is not JSON-serializable.
+            ConnectionDisconnected: The connection is closed.
+        """
+        await self.send_text(json.dumps(data, ensure_ascii=False), timeout=timeout)
+
+    async def send_protocol(self, data: Any, *, timeout: float | None = None) -> None:
+        """Encode ``data`` with the protocol handler and send it as a binary message.
+
+        Raises:
+            NoProtocolHandler: The connection has no protocol handler.
+            ConnectionDisconnected: The connection is closed.
+        """
+        handler = self._require_handler()
+        await self.send_bytes(handler.encode(data), timeout=timeout)
+
+    async def send_fragments(
+        self,
+        fragments: Iterable[str | bytes] | AsyncIterable[str | bytes],
+        *,
+        timeout: float | None = None,
+    ) -> None:
+        """Send one message made of several frames, one per fragment.
+
+        The first fragment decides the type (``str``: text, ``bytes``: binary); every
+        fragment must have that type. Pings and pongs still flow between the frames, and
+        no other message can slip in between them.
+
+        Raises:
+            TypeError: The fragments mix types or are not str/bytes.
+            ConnectionDisconnected: The connection is closed.
+        """
+        async with self._send_lock:
+            started: type | None = None
+            previous: str | bytes | None = None
+            if isinstance(fragments, AsyncIterable):
+                async for fragment in fragments:
+                    if previous is not None:
+                        started = await self._send_fragment(previous, started, False, timeout)
+                    previous = fragment
+            else:
+                for fragment in fragments:
+                    if previous is not None:
+                        started = await self._send_fragment(previous, started, False, timeout)
+                    previous = fragment
+            if previous is None:
+                raise ValueError("send_fragments needs at least one fragment")
+            await self._send_fragment(previous, started, True, timeout)
+            self.stats.messages_out += 1
+
+    async def _send_fragment(
+        self, fragment: str | bytes, started: type | None, last: bool, timeout: float | None
+    ) -> type:
+        kind: type = str if isinstance(fragment, str) else bytes
+        if not isinstance(fragment, str | bytes | bytearray | memoryview):
+            raise TypeError(f"fragments must be str or bytes, got {type(fragment).__name__}")
+        if started is not None and kind is not started:
+            raise TypeError("all fragments of a message must have the same type")
+        with self._state_lock:
+            protocol = self._protocol
+            try:
+                if started is None and isinstance(fragment, str):
+                    protocol.send_text(fragment, fin=last)
+                elif started is None and not isinstance(fragment, str):
+                    protocol.send_binary(fragment, fin=last)
+                else:
+                    protocol.send_continuation(fragment, fin=last)
+            except ConnectionDisconnected:
+                raise self._disconnected() from self._error
+            self._stream.write_nowait(protocol.data_to_send())
+        self.stats.bytes_out += len(fragment)
+        await self._drain(timeout)
+        return kind
+
+    async def ping(
+        self, data: bytes = b"", *, wait: bool = False, timeout: float | None = None
+    ) -> float | None:
+        """Send a ping; with ``wait``, wait for its pong and return the round-trip time.
+
+        Without ``wait`` the pong is delivered to :meth:`receive_pong`.
+
+        Args:
+            data: Up to 125 bytes of payload; pings in flight must have distinct payloads.
+            wait: Wait for the pong and return the round trip in seconds.
+            timeout: With ``wait``, seconds to wait for the pong.
+
+        Raises:
+            ValueError: ``data`` is longer than 125 bytes, or a ping with the same payload
+                is still waiting for its pong.
+            ReadTimeout: With ``wait``, no pong arrived in time.
+            ConnectionDisconnected: The connection is closed.
+        """
+        data = bytes(data)
+        if len(data) > 125:
+            raise ValueError(f"ping payload is {len(data)} bytes; the limit is 125")
+        if data in self._pending_pings:
+            raise ValueError("a ping with this payload is already waiting for its pong")
+        pending = _PendingPing(_monotonic(), AsyncEvent(), from_user=not wait)
+        self._send_ping(data, pending)
+        await self._drain(None)
+        if not wait:
+            return None
+        if not await pending.answered.wait(timeout):
+            self._pending_pings.pop(data, None)
+            raise ReadTimeout(f"no pong within {timeout} s")
+        if pending.round_trip is None:
+            raise self._disconnected() from self._error
+        return pending.round_trip
+
+    def _send_ping(self, data: bytes, pending: _PendingPing) -> None:
+        with self._state_lock:
+            try:
+                self._protocol.send_ping(data)
+            except ConnectionDisconnected:
+                raise self._disconnected() from self._error
+            self._pending_pings[data] = pending
+            self._stream.write_nowait(self._protocol.data_to_send())
+        self.stats.pings_sent += 1
+
+    # Receiving --------------------------------------------------------------------------
+
+    async def _receive(self, kinds: tuple[int, ...], timeout: float | None) -> tuple[int, Any]:
+        try:
+            return await self._mailbox.get(kinds, timeout)
+        except TimeoutError:
+            raise ReadTimeout(f"nothing received within {timeout} s") from None
+        except MailboxClosed:
+            raise self._disconnected() from self._error
+
+    async def receive_text(self, timeout: float | None = None) -> str:
+        """Return the next text message (binary messages stay in their buffer).
+
+        Raises:
+            ReadTimeout: No text message arrived within ``timeout`` seconds.
+            ConnectionDisconnected: The connection is closed and no text message is left.
+        """
+        _, data = await self._receive(TEXT_ONLY, timeout)
+        text: str = data
+        return text
+
+    async def receive_bytes(self, timeout: float | None = None) -> bytes:
+        """Return the next binary message (text messages stay in their buffer).
+
+        Raises:
+            ReadTimeout: No binary message arrived within ``timeout`` seconds.
+            ConnectionDisconnected: The connection is closed and no binary message is left.
+        """
+        _, data = await self._receive(BINARY_ONLY, timeout)
+        payload: bytes = data
+        return payload
+
+    async def receive_json(self, timeout: float | None = None) -> Any:
+        """Return the next text message parsed as JSON.
+
+        Raises:
+            ValueError: The message is not valid JSON (it is consumed).
+            ReadTimeout: No text message arrived in time.
+            ConnectionDisconnected: The connection is closed.
+        """
+        return json.loads(await self.receive_text(timeout))
+
+    async def receive_protocol(self, timeout: float | None = None) -> Any:
+        """Return the next binary message decoded by the protocol handler.
+
+        Raises:
+            NoProtocolHandler: The connection has no protocol handler (raised at once).
+            ReadTimeout: No binary message arrived in time.
+            ConnectionDisconnected: The connection is closed.
+        """
+        handler = self._require_handler()
+        return handler.decode(await self.receive_bytes(timeout))
+
+    async def receive_pong(self, timeout: float | None = None) -> bytes:
+        """Return the payload of the next pong answering a :meth:`ping` call.
+
+        Keepalive pongs never appear here.
+
+        Raises:
+            ReadTimeout: No pong arrived in time.
+            ConnectionDisconnected: The connection is closed.
+        """
+        _, data = await self._receive(PONG_ONLY, timeout)
+        payload: bytes = data
+        return payload
+
+    async def receive(self, timeout: float | None = None) -> Message:
+        """Return the next message of either type, in arrival order.
+
+        It takes from the same buffers as the typed receives: a message taken by one is
+        never seen by the other, and the messages of each type keep their order.
+
+        Raises:
+            ReadTimeout: No message arrived in time.
+            ConnectionDisconnected: The connection is closed and no message is left.
+        """
+        kind, data = await self._receive(ANY_MESSAGE, timeout)
+        return Message(MessageType.TEXT if kind == KIND_TEXT else MessageType.BINARY, data)
+
+    def _require_handler(self) -> ProtocolHandler:
+        if self.protocol_handler is None:
+            raise NoProtocolHandler(
+                "no protocol_handler: pass conn_opts={'protocol_handler': ...} to connect()"
+            )
+        return self.protocol_handler
+
+    def __aiter__(self) -> WebSocketConnection:
+        return self
+
+    async def __anext__(self) -> Message:
+        try:
+            return await self.receive()
+        except ConnectionDisconnected as exc:
+            if exc.code in _NORMAL_CLOSE_CODES:
+                raise StopAsyncIteration from None
+            raise
+
+    # Keepalive --------------------------------------------------------------------------
+
+    def start_keep_alive(self, interval: float = 30.0) -> None:
+        """Ping the server every ``interval`` seconds and close if it stops answering.
+
+        A pong missing after ``ping_timeout`` seconds closes the connection with 1011,
+        unless data arrived since the ping or reading is paused because the application
+        is behind (then the peer is not to blame). Restarts a running keepalive.
+        """
+        if interval <= 0:
+            raise ValueError("keepalive interval must be positive")
+        self.stop_keep_alive()
+        if self._closed.is_set():
+            return
+        stop = self._keepalive_stop = AsyncEvent()
+        self._keepalive = _spawn(self._keepalive_loop, interval, stop, name="wsclient-keepalive")
+
+    def stop_keep_alive(self) -> None:
+        """Stop the keepalive pings (the connection stays open)."""
+        if self._keepalive_stop is not None:
+            self._keepalive_stop.set()
+            self._keepalive_stop = None
+
+    async def _keepalive_loop(self, interval: float, stop: AsyncEvent) -> None:
+        try:
+            while not await stop.wait(interval):
+                if self._protocol.state is not State.OPEN:
+                    return
+                payload = os.urandom(4)
+                pending = _PendingPing(_monotonic(), AsyncEvent(), from_user=False)
+                try:
+                    self._send_ping(payload, pending)
+                except ConnectionDisconnected:
+                    return
+                if self._ping_timeout is None:
+                    continue
+                if await pending.answered.wait(self._ping_timeout) or stop.is_set():
+                    continue
+                self._pending_pings.pop(payload, None)
+                if self._reading_paused or self._last_received > pending.sent_at:
+                    continue
+                self._fail_dead_peer()
+                return
+        except Exception as exc:
+            logger.exception("keepalive stopped: %r", exc)
+
+    def _fail_dead_peer(self) -> None:
+        logger.warning("no pong within %s s: closing the connection (1011)", self._ping_timeout)
+        with self._state_lock:
+            if self._protocol.state is State.OPEN:
+                self._protocol.send_close(1011, "keepalive ping timeout")
+                self._stream.write_nowait(self._protocol.data_to_send())
+        if self._error is None:
+            self._error = TimeoutError(f"no pong within {self._ping_timeout} s")
+        self._stream.abort()
+
+    # Closing ----------------------------------------------------------------------------
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Run the closing handshake and close the TCP connection.
+
+        Safe to call more than once and from any task or thread; later calls wait for
+        the first to finish. Bounded by ``close_timeout``.
+
+        Raises:
+            ValueError: ``code`` may not be sent or ``reason`` exceeds 123 UTF-8 bytes.
+        """
+        build_close_payload(code, reason)
+        with self._state_lock:
+            if self._protocol.state is State.OPEN:
+                self._protocol.send_close(code, reason)
+                self._stream.write_nowait(self._protocol.data_to_send())
+        if not self._closed.is_set():
+            try:
+                await self._stream.drain(self._close_timeout)
+            except (TimeoutError, OSError):
+                self._stream.abort()
+            if not await self._closed.wait(self._close_timeout):
+                self._stream.abort()
+                await self._closed.wait(self._close_timeout)
+        self.stop_keep_alive()
+        await self._join_background()
+
+    async def _join_background(self) -> None:
+        for handle in (self._reader, self._keepalive):
+            if handle is not None and not handle.is_current():
+                await handle.join(self._close_timeout)
+
+    async def __aenter__(self) -> WebSocketConnection:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # State ------------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """Whether the connection is fully closed."""
+        return self._closed.is_set()
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code once closing has started (1006 for an abnormal closure)."""
+        if self._protocol.state is State.OPEN:
+            return None
+        return self._protocol.close_code
+
+    @property
+    def close_reason(self) -> str | None:
+        """The close reason once closing has started."""
+        if self._protocol.state is State.OPEN:
+            return None
+        return self._protocol.close_reason
+
+    @property
+    def subprotocol(self) -> str | None:
+        """The subprotocol the server selected, if any."""
+        return self._protocol.subprotocol
+
+    @property
+    def dropped_messages(self) -> int:
+        """How many messages ``drop_frames`` has dropped so far."""
+        return self.stats.dropped_text + self.stats.dropped_binary
+
+    @property
+    def response_headers(self) -> list[tuple[str, str]]:
+        """The headers of the server's 101 response."""
+        response = self._protocol.response
+        return response.headers.items() if response is not None else []

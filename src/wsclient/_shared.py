@@ -1,0 +1,87 @@
+"""Pieces both flavors share as they are (never generated): no I/O, no waiting."""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+
+logger = logging.getLogger("wsclient")
+
+
+class MailboxClosed(Exception):
+    """Internal: a mailbox was closed and has nothing left to deliver."""
+
+
+class MessageType(enum.IntEnum):
+    """The type of a received message (its opcode)."""
+
+    TEXT = 1
+    BINARY = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A message returned by ``receive()`` and by iteration.
+
+    Attributes:
+        type: :attr:`MessageType.TEXT` or :attr:`MessageType.BINARY`.
+        data: ``str`` for text, ``bytes`` for binary.
+    """
+
+    type: MessageType
+    data: str | bytes
+
+    @property
+    def is_text(self) -> bool:
+        return self.type is MessageType.TEXT
+
+    @property
+    def is_binary(self) -> bool:
+        return self.type is MessageType.BINARY
+
+    @property
+    def text(self) -> str:
+        """The data of a text message.
+
+        Raises:
+            TypeError: The message is binary.
+        """
+        if not isinstance(self.data, str):
+            raise TypeError("this is a binary message; use .data")
+        return self.data
+
+
+# Mailbox kinds, shared by both flavors' connections.
+KIND_TEXT = 0
+KIND_BINARY = 1
+KIND_PONG = 2
+TEXT_ONLY = (KIND_TEXT,)
+BINARY_ONLY = (KIND_BINARY,)
+PONG_ONLY = (KIND_PONG,)
+ANY_MESSAGE = (KIND_TEXT, KIND_BINARY)
+
+
+@dataclass
+class ConnectionStats:
+    """Counters of one connection (see ``WebSocketConnection.stats``).
+
+    Attributes:
+        messages_in: Messages received (text and binary).
+        messages_out: Messages sent.
+        bytes_in: Payload bytes received (after decompression).
+        bytes_out: Payload bytes sent (before compression).
+        dropped_text: Text messages dropped because the buffer was full (``drop_frames``).
+        dropped_binary: Binary messages dropped likewise.
+        pings_sent: Pings sent (keepalive and explicit).
+        pongs_received: Pongs received.
+    """
+
+    messages_in: int = 0
+    messages_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    dropped_text: int = 0
+    dropped_binary: int = 0
+    pings_sent: int = 0
+    pongs_received: int = 0

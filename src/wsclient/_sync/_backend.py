@@ -1,0 +1,407 @@
+"""Blocking-socket and thread primitives behind the sync flavor (hand-written, never generated).
+
+Mirrors ``wsclient/_async/_backend.py`` name for name. The socket is non-blocking and every
+wait is a ``poll`` with a deadline, so a reader thread and writers can share it: a writer
+that waits for a slow peer never holds a lock the reader or the keepalive needs, and
+``abort`` (a ``shutdown``) wakes every thread waiting on the socket.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import ssl as ssl_module
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+from .._shared import MailboxClosed
+
+__all__ = [
+    "StateLock",
+    "SyncEvent",
+    "SyncLock",
+    "SyncMailbox",
+    "SyncStream",
+    "TaskHandle",
+    "monotonic",
+    "open_stream",
+    "sleep",
+    "spawn",
+]
+
+T = TypeVar("T")
+monotonic = time.monotonic
+
+_RECEIVE_SIZE = 256 * 1024
+_WOULD_BLOCK = (BlockingIOError, ssl_module.SSLWantReadError, ssl_module.SSLWantWriteError)
+_ERROR_EVENTS = select.POLLERR | select.POLLHUP | select.POLLNVAL
+
+
+def _poll(sock_fd: int, events: int, timeout: float | None) -> int:
+    poller = select.poll()
+    poller.register(sock_fd, events)
+    result = poller.poll(None if timeout is None else max(timeout, 0) * 1000)
+    return result[0][1] if result else 0
+
+
+class SyncStream:
+    """A byte stream over a connected socket (TCP or TLS), shared by several threads."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._output = bytearray()
+        self._output_lock = threading.Lock()
+        self._aborted = False
+        self._closed = False
+        self._eof = False
+        self._high_water = 64 * 1024
+        self._low_water = 16 * 1024
+
+    def read(self, timeout: float | None = None) -> bytes:
+        """Return the next bytes available; ``b""`` at end of stream.
+
+        While waiting it also flushes output that other threads could not write without
+        blocking, so replies queued by the reader go out as soon as the peer can take them.
+
+        Raises:
+            TimeoutError: Nothing arrived within ``timeout`` seconds.
+            OSError: The connection failed (reset, TLS error).
+        """
+        deadline = None if timeout is None else monotonic() + timeout
+        sock = self._sock
+        while True:
+            if self._aborted:
+                return b""
+            try:
+                data = sock.recv(_RECEIVE_SIZE)
+            except _WOULD_BLOCK:
+                pass
+            except OSError:
+                if self._aborted:
+                    return b""
+                raise
+            else:
+                if not data:
+                    self._eof = True
+                return data
+            remaining = None if deadline is None else deadline - monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError("read timed out")
+            events = select.POLLIN | (select.POLLOUT if self._output else 0)
+            revents = _poll(self._fd, events, remaining)
+            if revents & select.POLLOUT and not self._aborted:
+                self._flush()
+            if revents & select.POLLNVAL:
+                return b""
+
+    def _flush(self) -> None:
+        """Send what the socket takes now without blocking; keep the rest."""
+        with self._output_lock:
+            output = self._output
+            while output and not self._aborted:
+                try:
+                    sent = self._sock.send(output)
+                except _WOULD_BLOCK:
+                    return
+                del output[:sent]
+
+    def write_nowait(self, data: bytes) -> None:
+        """Queue ``data`` and send what the socket takes now (order is kept across threads).
+
+        Raises:
+            OSError: The connection failed.
+        """
+        if not data or self._aborted:
+            return
+        with self._output_lock:
+            output = self._output
+            if not output:
+                try:
+                    sent = self._sock.send(data)
+                except _WOULD_BLOCK:
+                    sent = 0
+                if sent == len(data):
+                    return
+                output += memoryview(data)[sent:]
+                return
+            output += data
+        self._flush()
+
+    def drain(self, timeout: float | None = None) -> None:
+        """Wait until everything queued has been handed to the kernel.
+
+        Raises:
+            TimeoutError: The peer did not read enough within ``timeout`` seconds.
+            ConnectionResetError: The connection was aborted or lost.
+        """
+        deadline = None if timeout is None else monotonic() + timeout
+        while True:
+            if self._aborted:
+                raise ConnectionResetError("connection aborted")
+            self._flush()
+            if not self._output:
+                return
+            remaining = None if deadline is None else deadline - monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError("write timed out")
+            revents = _poll(self._fd, select.POLLOUT, remaining)
+            if revents & _ERROR_EVENTS and not revents & select.POLLOUT:
+                raise ConnectionResetError("connection lost")
+
+    def write_buffer_size(self) -> int:
+        return len(self._output)
+
+    def set_write_limits(self, high: int, low: int) -> None:
+        self._high_water = high
+        self._low_water = low
+
+    def close(self) -> None:
+        """Close the socket; a thread blocked in :meth:`read` sees end of stream."""
+        if self._closed:
+            return
+        self._closed = True
+        self._aborted = True
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._sock.close()
+
+    def abort(self) -> None:
+        """Stop all I/O at once: wakes the reader (end of stream) and any drain (error).
+
+        The descriptor itself is closed by :meth:`close`, called by the reader when it
+        exits, so no other thread ever polls a reused descriptor.
+        """
+        self._aborted = True
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        return self._closed
+
+    @property
+    def at_eof(self) -> bool:
+        return self._eof
+
+    def get_extra_info(self, name: str) -> Any:
+        if name == "socket":
+            return self._sock
+        if name == "peername":
+            try:
+                return self._sock.getpeername()
+            except OSError:
+                return None
+        if name == "sslobject" and isinstance(self._sock, ssl_module.SSLSocket):
+            return self._sock
+        return None
+
+
+def open_stream(
+    host: str,
+    port: int,
+    *,
+    ssl_context: ssl_module.SSLContext | None = None,
+    server_hostname: str | None = None,
+    timeout: float | None = None,
+) -> SyncStream:
+    """Open a TCP connection (with TLS when ``ssl_context`` is given), TCP_NODELAY set.
+
+    Raises:
+        TimeoutError: TCP connect and TLS handshake took longer than ``timeout``.
+        OSError: The connection or the TLS handshake failed.
+    """
+    deadline = None if timeout is None else monotonic() + timeout
+    sock = socket.create_connection((host, port), timeout=timeout)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if ssl_context is not None:
+            remaining = None if deadline is None else max(deadline - monotonic(), 0.001)
+            sock.settimeout(remaining)
+            sock = ssl_context.wrap_socket(sock, server_hostname=server_hostname or host)
+    except BaseException:
+        sock.close()
+        raise
+    return SyncStream(sock)
+
+
+class StateLock:
+    """Guards state shared with background threads; held only for short, non-blocking work."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._lock.release()
+
+
+class SyncLock:
+    """A mutual-exclusion lock held across waits."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._lock.release()
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+
+class SyncEvent:
+    """A flag that threads can wait on."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until set; return whether it is set (False after ``timeout`` seconds)."""
+        return self._event.wait(timeout)
+
+
+class SyncMailbox(Generic[T]):
+    """Bounded FIFO boxes (one per kind) read by kind or by arrival order across kinds.
+
+    ``close`` wakes every waiter; items already in a box are still delivered, then ``get``
+    raises :class:`MailboxClosed`.
+    """
+
+    def __init__(self, maxsizes: Sequence[int]) -> None:
+        self._boxes: list[deque[tuple[int, T]]] = [deque() for _ in maxsizes]
+        self._maxsizes = [size if size > 0 else 0 for size in maxsizes]
+        self._sequence = 0
+        self._condition = threading.Condition(threading.Lock())
+        self.closed = False
+
+    def qsize(self, kind: int) -> int:
+        return len(self._boxes[kind])
+
+    def full(self, kind: int) -> bool:
+        maxsize = self._maxsizes[kind]
+        return 0 < maxsize <= len(self._boxes[kind])
+
+    def _put_locked(self, kind: int, item: T) -> bool:
+        if self.closed or self.full(kind):
+            return False
+        self._sequence += 1
+        self._boxes[kind].append((self._sequence, item))
+        self._condition.notify_all()
+        return True
+
+    def put_nowait(self, kind: int, item: T) -> bool:
+        """Add ``item`` unless the box is full or the mailbox closed; return whether added."""
+        with self._condition:
+            return self._put_locked(kind, item)
+
+    def put(self, kind: int, item: T) -> bool:
+        """Add ``item``, waiting while the box is full; False if the mailbox closed first."""
+        with self._condition:
+            while self.full(kind) and not self.closed:
+                self._condition.wait()
+            return self._put_locked(kind, item)
+
+    def drop_oldest(self, kind: int) -> T | None:
+        with self._condition:
+            box = self._boxes[kind]
+            if not box:
+                return None
+            item = box.popleft()[1]
+            self._condition.notify_all()
+            return item
+
+    def _get_locked(self, kinds: Sequence[int]) -> tuple[int, T] | None:
+        best_kind = -1
+        best_sequence = 0
+        boxes = self._boxes
+        for kind in kinds:
+            box = boxes[kind]
+            if box and (best_kind < 0 or box[0][0] < best_sequence):
+                best_kind, best_sequence = kind, box[0][0]
+        if best_kind < 0:
+            return None
+        item = boxes[best_kind].popleft()[1]
+        self._condition.notify_all()
+        return best_kind, item
+
+    def get_nowait(self, kinds: Sequence[int]) -> tuple[int, T] | None:
+        """Take the earliest-arrived item among ``kinds``, or ``None`` if all are empty."""
+        with self._condition:
+            return self._get_locked(kinds)
+
+    def get(self, kinds: Sequence[int], timeout: float | None = None) -> tuple[int, T]:
+        """Take the earliest-arrived item among ``kinds``, waiting up to ``timeout``.
+
+        Raises:
+            TimeoutError: Nothing arrived in time.
+            MailboxClosed: The mailbox is closed and those boxes are empty.
+        """
+        deadline = None if timeout is None else monotonic() + timeout
+        with self._condition:
+            while True:
+                found = self._get_locked(kinds)
+                if found is not None:
+                    return found
+                if self.closed:
+                    raise MailboxClosed
+                remaining = None if deadline is None else deadline - monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError("receive timed out")
+                self._condition.wait(remaining)
+
+    def close(self) -> None:
+        with self._condition:
+            self.closed = True
+            self._condition.notify_all()
+
+
+class TaskHandle:
+    """A background thread started by :func:`spawn`."""
+
+    def __init__(self, thread: threading.Thread) -> None:
+        self._thread = thread
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def is_current(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the thread to finish; False on timeout."""
+        if self.is_current():
+            return False
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+
+def spawn(function: Callable[..., None], *args: Any, name: str) -> TaskHandle:
+    """Run ``function(*args)`` in a daemon thread; it must catch its own errors."""
+    thread = threading.Thread(target=function, args=args, name=name, daemon=True)
+    thread.start()
+    return TaskHandle(thread)
+
+
+def sleep(seconds: float) -> None:
+    time.sleep(seconds)
