@@ -84,3 +84,69 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def timeout_unit() -> float:
     """Seconds to wait for something that should happen soon (scaled ``TIMEOUT_UNIT``)."""
     return TIMEOUT_UNIT
+
+
+# Servers --------------------------------------------------------------------------------------
+# Every I/O test talks to real servers on 127.0.0.1: the package's own test server and the
+# independent websockets server. Both run in threads, so the fixtures are plain functions.
+
+
+@pytest.fixture(scope="session")
+def tls_ca() -> Any:
+    """A throwaway certificate authority (trustme)."""
+    import trustme
+
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def server_ssl_context(tls_ca: Any) -> Any:
+    """A server TLS context with a certificate for 127.0.0.1 and localhost."""
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls_ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    return context
+
+
+@pytest.fixture(scope="session")
+def client_ssl_context(tls_ca: Any) -> Any:
+    """A client TLS context that trusts the test CA."""
+    import ssl
+
+    context = ssl.create_default_context()
+    tls_ca.configure_trust(context)
+    return context
+
+
+@pytest.fixture
+def test_server() -> Any:
+    """The package's own server (echo by default), stopped after the test."""
+    from wsclient.testing import WebSocketTestServer
+
+    with WebSocketTestServer() as server:
+        yield server
+
+
+@pytest.fixture
+def websockets_server() -> Any:
+    """The independent websockets server; see ``websockets_peer`` for its paths."""
+    from websockets_peer import running_websockets_server
+
+    with running_websockets_server() as url:
+        yield url
+
+
+@pytest.fixture(params=["wsclient", "websockets"])
+def echo_url(request: pytest.FixtureRequest) -> Any:
+    """An echo server URL, once for each server implementation."""
+    if request.param == "wsclient":
+        from wsclient.testing import WebSocketTestServer
+
+        with WebSocketTestServer() as server:
+            yield server.url
+    else:
+        from websockets_peer import running_websockets_server
+
+        with running_websockets_server() as url:
+            yield url + "echo"

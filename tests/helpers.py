@@ -87,5 +87,9 @@ def wait_for_condition(
 
 
 def wsclient_threads() -> list[threading.Thread]:
-    """Return the live threads started by wsclient (their names start with ``wsclient-``)."""
-    return [thread for thread in threading.enumerate() if thread.name.startswith("wsclient-")]
+    """Return the live threads of wsclient connections (not of the built-in test server)."""
+    return [
+        thread
+        for thread in threading.enumerate()
+        if thread.name.startswith("wsclient-") and not thread.name.startswith("wsclient-testserver")
+    ]

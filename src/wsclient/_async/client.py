@@ -211,17 +211,21 @@ class WebSocketClient:
                 )
         except TimeoutError as exc:
             stream.abort()
+            stream.close()
             raise ConnectTimeout(
                 f"timed out waiting for the handshake response after {open_timeout} s"
             ) from exc
         except HandshakeError:
             stream.abort()
+            stream.close()
             raise
         except OSError as exc:
             stream.abort()
+            stream.close()
             raise ConnectError(f"connection lost during the handshake: {exc}") from exc
         except BaseException:
             stream.abort()
+            stream.close()
             raise
         logger.debug("connected to %s (subprotocol %s)", url, protocol.subprotocol)
         connection = WebSocketConnection(

@@ -1,0 +1,149 @@
+"""Sending and receiving messages, against both servers."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import TIMEOUT_UNIT
+
+from wsclient._async.client import WebSocketClient
+from wsclient._shared import MessageType
+from wsclient.exceptions import ConnectionDisconnected, ReadTimeout, WebSocketError
+
+from ._util import eventually
+
+
+async def test_text_binary_and_json_echo(echo_url: str) -> None:
+    async with WebSocketClient() as client:
+        connection = await client.connect(echo_url)
+        await connection.send_text("héllo")
+        assert await connection.receive_text(timeout=TIMEOUT_UNIT) == "héllo"
+        await connection.send_bytes(b"\x00\xff" * 1000)
+        assert await connection.receive_bytes(timeout=TIMEOUT_UNIT) == b"\x00\xff" * 1000
+        await connection.send_json({"a": [1, 2, None]})
+        assert await connection.receive_json(timeout=TIMEOUT_UNIT) == {"a": [1, 2, None]}
+        await connection.close()
+        assert connection.close_code == 1000
+
+
+async def test_large_messages_both_ways(echo_url: str) -> None:
+    payload = bytes(range(256)) * 8192  # 2 MiB
+    async with WebSocketClient() as client:
+        connection = await client.connect(echo_url, max_size=4 * 1024 * 1024)
+        await connection.send_bytes(payload)
+        assert await connection.receive_bytes(timeout=TIMEOUT_UNIT) == payload
+        text = "ü" * 300_000
+        await connection.send_text(text, compress=False)
+        assert await connection.receive_text(timeout=TIMEOUT_UNIT) == text
+
+
+async def test_typed_receives_never_take_the_other_type(echo_url: str) -> None:
+    async with WebSocketClient() as client:
+        connection = await client.connect(echo_url)
+        await connection.send_bytes(b"one")
+        await connection.send_text("two")
+        await connection.send_bytes(b"three")
+        assert await connection.receive_text(timeout=TIMEOUT_UNIT) == "two"
+        assert await connection.receive_bytes(timeout=TIMEOUT_UNIT) == b"one"
+        assert await connection.receive_bytes(timeout=TIMEOUT_UNIT) == b"three"
+        with pytest.raises(ReadTimeout):
+            await connection.receive_text(timeout=0.05)
+
+
+async def test_receive_returns_any_type_in_arrival_order(echo_url: str) -> None:
+    async with WebSocketClient() as client:
+        connection = await client.connect(echo_url)
+        for index in range(6):
+            if index % 2:
+                await connection.send_bytes(bytes([index]))
+            else:
+                await connection.send_text(str(index))
+        # A typed receive takes its type's oldest; receive() then keeps arrival order.
+        assert await connection.receive_bytes(timeout=TIMEOUT_UNIT) == b"\x01"
+        received = [await connection.receive(timeout=TIMEOUT_UNIT) for _ in range(5)]
+        assert [message.data for message in received] == ["0", "2", b"\x03", "4", b"\x05"]
+        assert [message.type for message in received] == [
+            MessageType.TEXT,
+            MessageType.TEXT,
+            MessageType.BINARY,
+            MessageType.TEXT,
+            MessageType.BINARY,
+        ]
+
+
+async def test_receive_timeout_is_a_timeout_error_and_keeps_the_connection(
+    echo_url: str,
+) -> None:
+    async with WebSocketClient() as client:
+        connection = await client.connect(echo_url)
+        with pytest.raises(TimeoutError) as caught:
+            await connection.receive_text(timeout=0.05)
+        assert isinstance(caught.value, ReadTimeout)
+        assert isinstance(caught.value, WebSocketError)
+        await connection.send_text("still open")
+        assert await connection.receive_text(timeout=TIMEOUT_UNIT) == "still open"
+
+
+async def test_iteration_yields_messages_and_ends_on_normal_close(echo_url: str) -> None:
+    async with WebSocketClient() as client:
+        connection = await client.connect(echo_url)
+        await connection.send_text("a")
+        await connection.send_bytes(b"b")
+        seen = []
+        async for message in connection:
+            seen.append(message.data)
+            if len(seen) == 2:
+                await connection.close()
+        assert seen == ["a", b"b"]
+
+
+async def test_fragmented_send_is_one_message(echo_url: str) -> None:
+    async with WebSocketClient() as client:
+        connection = await client.connect(echo_url)
+        await connection.send_fragments(["frag", "men", "ted"])
+        assert await connection.receive_text(timeout=TIMEOUT_UNIT) == "fragmented"
+        await connection.send_fragments([b"\x01", b"\x02"])
+        assert await connection.receive_bytes(timeout=TIMEOUT_UNIT) == b"\x01\x02"
+        with pytest.raises(TypeError):
+            await connection.send_fragments(["text", b"bytes"])
+
+
+async def test_max_frame_size_splits_outgoing_messages(echo_url: str) -> None:
+    async with WebSocketClient() as client:
+        connection = await client.connect(echo_url, max_frame_size=1000, compression=None)
+        await connection.send_bytes(b"x" * 10_000)
+        assert await connection.receive_bytes(timeout=TIMEOUT_UNIT) == b"x" * 10_000
+
+
+async def test_fragmented_message_from_the_server_is_reassembled(
+    websockets_server: str,
+) -> None:
+    async with WebSocketClient() as client:
+        connection = await client.connect(websockets_server + "fragments")
+        assert await connection.receive_text(timeout=TIMEOUT_UNIT) == "fragmented"
+
+
+async def test_send_type_errors(echo_url: str) -> None:
+    async with WebSocketClient() as client:
+        connection = await client.connect(echo_url)
+        with pytest.raises(TypeError):
+            await connection.send_text(b"bytes")  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            await connection.send_bytes("text")  # type: ignore[arg-type]
+
+
+async def test_messages_buffered_before_close_are_delivered_then_disconnected(
+    echo_url: str,
+) -> None:
+    async with WebSocketClient() as client:
+        connection = await client.connect(echo_url)
+        await connection.send_text("first")
+        await connection.send_bytes(b"second")
+        await eventually(lambda: connection.stats.messages_in == 2)
+        await connection.close()
+        assert await connection.receive_text(timeout=TIMEOUT_UNIT) == "first"
+        assert await connection.receive_bytes(timeout=TIMEOUT_UNIT) == b"second"
+        with pytest.raises(ConnectionDisconnected) as caught:
+            await connection.receive_text(timeout=TIMEOUT_UNIT)
+        assert caught.value.code == 1000
+        with pytest.raises(ConnectionDisconnected):
+            await connection.send_text("after close")

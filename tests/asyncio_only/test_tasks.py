@@ -1,0 +1,56 @@
+"""Behaviour only the asyncio flavor has: cancellation and tasks."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from helpers import TIMEOUT_UNIT
+
+from wsclient import WebSocketClient
+
+
+def _wsclient_tasks() -> list[asyncio.Task[Any]]:
+    return [
+        task
+        for task in asyncio.all_tasks()
+        if task.get_name().startswith("wsclient-") and not task.done()
+    ]
+
+
+async def test_closing_leaves_no_task_behind(test_server: Any) -> None:
+    async with WebSocketClient() as client:
+        connection = await client.connect(test_server.url, keepalive_interval=0.05)
+        assert {task.get_name() for task in _wsclient_tasks()} == {
+            "wsclient-reader",
+            "wsclient-keepalive",
+        }
+        await connection.close()
+    assert _wsclient_tasks() == []
+
+
+async def test_cancelled_receive_loses_no_message(test_server: Any) -> None:
+    async with WebSocketClient() as client:
+        connection = await client.connect(test_server.url)
+        for attempt in range(20):
+            waiting = asyncio.create_task(connection.receive_text())
+            await asyncio.sleep(0)
+            await connection.send_text(f"m{attempt}")
+            await asyncio.sleep(0)
+            waiting.cancel()
+            try:
+                received = await waiting
+            except asyncio.CancelledError:
+                received = await connection.receive_text(timeout=TIMEOUT_UNIT)
+            assert received == f"m{attempt}"
+
+
+async def test_receive_timeout_inside_wait_for_loses_nothing(test_server: Any) -> None:
+    async with WebSocketClient() as client:
+        connection = await client.connect(test_server.url)
+        await connection.send_text("late")
+        try:
+            await asyncio.wait_for(connection.receive_bytes(), 0.01)
+        except TimeoutError:
+            pass
+        assert await connection.receive_text(timeout=TIMEOUT_UNIT) == "late"

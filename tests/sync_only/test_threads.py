@@ -1,0 +1,96 @@
+"""Behaviour only the thread-based flavor has: concurrency from threads, no event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+from helpers import TIMEOUT_UNIT, wait_for_condition, wsclient_threads
+
+from wsclient.exceptions import ConnectionDisconnected
+from wsclient.sync import WebSocketClient
+from wsclient.testing import ServerSession, WebSocketTestServer
+
+
+def test_closing_leaves_no_thread_behind(test_server: Any) -> None:
+    with WebSocketClient() as client:
+        connection = client.connect(test_server.url, keepalive_interval=0.05)
+        assert {thread.name for thread in wsclient_threads()} >= {
+            "wsclient-reader",
+            "wsclient-keepalive",
+        }
+        connection.close()
+    wait_for_condition(lambda: not wsclient_threads(), TIMEOUT_UNIT)
+
+
+def test_sends_from_many_threads_never_interleave(test_server: Any) -> None:
+    with WebSocketClient() as client:
+        connection = client.connect(test_server.url, max_frame_size=512)
+
+        def send_many(tag: str) -> None:
+            for index in range(50):
+                connection.send_text(f"{tag}{index}:" + tag * 3000)
+
+        threads = [threading.Thread(target=send_many, args=(tag,)) for tag in "abcd"]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(TIMEOUT_UNIT * 4)
+        received = [connection.receive_text(timeout=TIMEOUT_UNIT) for _ in range(200)]
+        for message in received:
+            tag = message[0]
+            assert message.endswith(":" + tag * 3000)
+        for tag in "abcd":
+            indexes = [int(m[1:].split(":")[0]) for m in received if m[0] == tag]
+            assert indexes == list(range(50))
+
+
+def test_receives_from_many_threads_get_distinct_messages(test_server: Any) -> None:
+    with WebSocketClient() as client:
+        connection = client.connect(test_server.url)
+        results: list[str] = []
+        lock = threading.Lock()
+
+        def receive_some() -> None:
+            for _ in range(25):
+                message = connection.receive_text(timeout=TIMEOUT_UNIT)
+                with lock:
+                    results.append(message)
+
+        threads = [threading.Thread(target=receive_some) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for index in range(100):
+            connection.send_text(str(index))
+        for thread in threads:
+            thread.join(TIMEOUT_UNIT * 2)
+        assert sorted(results, key=int) == [str(index) for index in range(100)]
+
+
+def test_works_inside_a_running_event_loop(test_server: Any) -> None:
+    async def notebook_cell() -> str:
+        with WebSocketClient() as client:
+            connection = client.connect(test_server.url)
+            connection.send_text("from a notebook")
+            return connection.receive_text(timeout=TIMEOUT_UNIT)
+
+    assert asyncio.run(notebook_cell()) == "from a notebook"
+
+
+def _stop_reading_and_never_pong(session: ServerSession) -> None:
+    session.ignore_pings()
+    session.stop_reading()
+    session.closed.wait(60)
+
+
+def test_dead_peer_detected_while_a_send_is_blocked() -> None:
+    with WebSocketTestServer(_stop_reading_and_never_pong) as server:
+        with WebSocketClient() as client:
+            connection = client.connect(server.url, keepalive_interval=0.1, ping_timeout=0.3)
+            with pytest.raises(ConnectionDisconnected) as caught:
+                for _ in range(10_000):  # far more than the socket buffers hold
+                    connection.send_bytes(b"x" * 65536, compress=False)
+            assert caught.value.code == 1011
+    wait_for_condition(lambda: not wsclient_threads(), TIMEOUT_UNIT)
