@@ -75,6 +75,11 @@ class ConnectionStats:
         dropped_binary: Binary messages dropped likewise.
         pings_sent: Pings sent (keepalive and explicit).
         pongs_received: Pongs received.
+        pings_received: Pings received (each answered with a pong).
+        text_buffered: Text messages waiting to be received.
+        binary_buffered: Binary messages waiting to be received.
+        compression_ratio_in: Decompressed over compressed bytes received (deflate only).
+        compression_ratio_out: Uncompressed over compressed bytes sent (deflate only).
     """
 
     messages_in: int = 0
@@ -85,3 +90,8 @@ class ConnectionStats:
     dropped_binary: int = 0
     pings_sent: int = 0
     pongs_received: int = 0
+    pings_received: int = 0
+    text_buffered: int = 0
+    binary_buffered: int = 0
+    compression_ratio_in: float | None = None
+    compression_ratio_out: float | None = None

@@ -49,9 +49,7 @@ async def test_server_pings_are_answered(test_server: Any) -> None:
 async def test_keepalive_detects_a_dead_peer() -> None:
     with WebSocketTestServer(never_pong) as server:
         async with WebSocketClient() as client:
-            connection = await client.connect(
-                server.url, keepalive_interval=0.05, ping_timeout=0.2
-            )
+            connection = await client.connect(server.url, keepalive_interval=0.05, ping_timeout=0.2)
             with pytest.raises(ConnectionDisconnected) as caught:
                 await connection.receive_text(timeout=10 * TIMEOUT_UNIT)
             assert caught.value.code == 1011

@@ -12,7 +12,7 @@ from ..protocol import DEFAULT_MAX_SIZE, ClientConnection, DeflateOptions, State
 from ..protocol.handshake import DEFAULT_USER_AGENT, HeadersLike, parse_uri
 from ._backend import AsyncStream, open_stream
 from ._backend import monotonic as _monotonic
-from .connection import Channel, WebSocketConnection
+from .connection import DEFAULT_MAX_FRAME_SIZE, Channel, WebSocketConnection
 
 # The keys conn_opts accepts: the WebSocketConnection constructor's options.
 CONN_OPTS = (
@@ -21,6 +21,7 @@ CONN_OPTS = (
     "drop_frames",
     "protocol_handler",
     "pong_queue_maxsize",
+    "stream_fragments",
 )
 
 
@@ -120,7 +121,8 @@ class WebSocketClient:
         close_timeout: float | None = 10.0,
         ping_timeout: float | None = 20.0,
         max_size: int | None = DEFAULT_MAX_SIZE,
-        max_frame_size: int | None = None,
+        max_frame_size: int | None = DEFAULT_MAX_FRAME_SIZE,
+        write_limit: int | tuple[int, int] = 65536,
         compression: str | DeflateOptions | None = "deflate",
         origin: str | None = None,
         user_agent: str | None = DEFAULT_USER_AGENT,
@@ -137,14 +139,19 @@ class WebSocketClient:
             keepalive_interval: Seconds between keepalive pings.
             conn_opts: Options for :class:`WebSocketConnection` (``text_queue_maxsize``,
                 ``binary_queue_maxsize``, ``drop_frames``, ``protocol_handler``,
-                ``pong_queue_maxsize``).
+                ``pong_queue_maxsize``, ``stream_fragments``).
             open_timeout: Bound on TCP connect, TLS and the handshake together.
             close_timeout: Bound on the closing handshake.
             ping_timeout: Seconds to wait for a keepalive pong before closing with 1011;
                 ``None`` never gives up.
             max_size: Largest incoming message in bytes (after decompression); ``None``
                 for no limit.
-            max_frame_size: Split outgoing messages into frames of at most this size.
+            max_frame_size: Send messages longer than this as several frames, so that
+                pings and pongs can pass between them; ``None`` never splits.
+            write_limit: High-water mark of the outgoing buffer in bytes, or
+                ``(high, low)``: a send waits while more than ``high`` bytes are queued,
+                until ``low`` remain (default low: a quarter of high). The sync flavor
+                sends like ``socket.sendall``: a send returns once the kernel has it all.
             compression: ``"deflate"`` (default) to offer permessage-deflate, a
                 :class:`~wsclient.protocol.DeflateOptions` to tune it, ``None`` for none.
             origin: Value of the Origin header.
@@ -176,8 +183,14 @@ class WebSocketClient:
             user_agent=user_agent,
             deflate_options=_deflate_options(compression),
             max_size=max_size,
-            max_frame_size=max_frame_size,
         )
+        if max_frame_size is not None and max_frame_size <= 0:
+            raise ValueError("max_frame_size must be positive or None")
+        high, low = (
+            write_limit if isinstance(write_limit, tuple) else (write_limit, write_limit // 4)
+        )
+        if not 0 <= low <= high:
+            raise ValueError("write_limit needs 0 <= low <= high")
         ssl_context = _ssl_context(uri, verify, ssl)
         deadline = None if open_timeout is None else _monotonic() + open_timeout
         try:
@@ -228,8 +241,9 @@ class WebSocketClient:
             stream.close()
             raise
         logger.debug("connected to %s (subprotocol %s)", url, protocol.subprotocol)
+        stream.set_write_limits(high, low)
         connection = WebSocketConnection(
-            Channel(stream, protocol, close_timeout, ping_timeout), **options
+            Channel(stream, protocol, close_timeout, ping_timeout, max_frame_size), **options
         )
         if early_error is not None:
             connection._error = early_error

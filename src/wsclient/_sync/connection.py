@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from logging import DEBUG
 from typing import Any
 
 from .._shared import (
@@ -36,6 +37,7 @@ from ..protocol import (
     ClientConnection,
     CloseReceived,
     Event,
+    Fragment,
     PingReceived,
     PongReceived,
     State,
@@ -47,6 +49,9 @@ from ._backend import monotonic as _monotonic
 from ._backend import spawn as _spawn
 
 _NORMAL_CLOSE_CODES = (1000, 1001)
+# Large enough that framing costs nothing, small enough that a pong waits for at most this
+# many bytes of a large message ahead of it.
+DEFAULT_MAX_FRAME_SIZE = 256 * 1024
 
 
 @dataclass
@@ -59,12 +64,33 @@ class Channel:
         close_timeout: Seconds to wait for the closing handshake and the TCP close.
         ping_timeout: Seconds to wait for a keepalive pong before the peer is declared
             dead; ``None`` never declares it dead.
+        max_frame_size: Outgoing messages longer than this are sent as several frames.
     """
 
     stream: SyncStream
     protocol: ClientConnection
     close_timeout: float | None = 10.0
     ping_timeout: float | None = 20.0
+    max_frame_size: int | None = DEFAULT_MAX_FRAME_SIZE
+
+
+def _describe(event: Event) -> str:
+    if isinstance(event, TextMessage | BinaryMessage):
+        name = "TEXT" if isinstance(event, TextMessage) else "BINARY"
+        return f"{name} {len(event.data)} bytes"
+    if isinstance(event, Fragment):
+        name = "TEXT" if event.text else "BINARY"
+        return f"{name} fragment {len(event.data)} bytes{'' if event.last else ' (more follow)'}"
+    if isinstance(event, PingReceived | PongReceived):
+        name = "PING" if isinstance(event, PingReceived) else "PONG"
+        return f"{name} {event.data!r}"
+    if isinstance(event, CloseReceived):
+        return f"CLOSE {event.code} {event.reason!r}"
+    return type(event).__name__
+
+
+def _ratio(uncompressed: int, compressed: int) -> float | None:
+    return uncompressed / compressed if compressed else None
 
 
 @dataclass
@@ -94,6 +120,10 @@ class WebSocketConnection:
         drop_frames: Drop the oldest message instead of pausing when a buffer is full.
         protocol_handler: Codec for :meth:`send_protocol` and :meth:`receive_protocol`.
         pong_queue_maxsize: Capacity of the buffer of pongs answering :meth:`ping`.
+        stream_fragments: Buffer messages piece by piece as they arrive instead of whole,
+            so that :meth:`receive_fragments` can hand out a large message without holding
+            it all; the queue sizes then count pieces. The other receives still return
+            whole messages.
     """
 
     OPCODE_CONTINUATION = 0x0
@@ -112,6 +142,7 @@ class WebSocketConnection:
         protocol_handler: ProtocolHandler | None = None,
         *,
         pong_queue_maxsize: int = 100,
+        stream_fragments: bool = False,
     ) -> None:
         self._stream = conn.stream
         self._protocol = conn.protocol
@@ -132,10 +163,16 @@ class WebSocketConnection:
         self._keepalive_stop: SyncEvent | None = None
         self._reading_paused = False
         self._last_received = _monotonic()
+        self._max_frame_size = conn.max_frame_size
+        self._streaming = stream_fragments or conn.protocol.stream_messages
+        conn.protocol.stream_messages = self._streaming
+        # Streaming mode: pieces of a message already taken by a receive that timed out, and
+        # the kind of the message a fragment iterator is reading (or abandoned).
+        self._partial: dict[int, list[Any]] = {}
+        self._open_stream_kind: int | None = None
         self.latency: float | None = None
         """Round-trip time of the last answered ping, in seconds (``None`` before any)."""
-        self.stats = ConnectionStats()
-        """Message, byte and drop counters of this connection."""
+        self._stats = ConnectionStats()
 
     # Lifecycle --------------------------------------------------------------------------
 
@@ -207,7 +244,10 @@ class WebSocketConnection:
         logger.debug("connection closed: code %s", self._protocol.close_code)
 
     def _dispatch(self, events: list[Event]) -> None:
-        stats = self.stats
+        stats = self._stats
+        if logger.isEnabledFor(DEBUG):
+            for event in events:
+                logger.debug("< %s", _describe(event))
         for event in events:
             if isinstance(event, TextMessage):
                 stats.messages_in += 1
@@ -217,28 +257,33 @@ class WebSocketConnection:
                 stats.messages_in += 1
                 stats.bytes_in += len(event.data)
                 self._deliver(KIND_BINARY, event.data)
+            elif isinstance(event, Fragment):
+                if event.last:
+                    stats.messages_in += 1
+                stats.bytes_in += len(event.data)
+                self._deliver(KIND_TEXT if event.text else KIND_BINARY, event)
             elif isinstance(event, PongReceived):
                 stats.pongs_received += 1
                 self._on_pong(event.data)
             elif isinstance(event, PingReceived):
-                logger.debug("ping received and answered")
+                stats.pings_received += 1
             elif isinstance(event, CloseReceived):
                 logger.debug("close received: %s %s", event.code, event.reason)
 
-    def _deliver(self, kind: int, data: str | bytes) -> None:
+    def _deliver(self, kind: int, data: str | bytes | Fragment) -> None:
         mailbox = self._mailbox
         if mailbox.put_nowait(kind, data):
             return
         if self._drop_frames:
             mailbox.drop_oldest(kind)
             if kind == KIND_TEXT:
-                self.stats.dropped_text += 1
+                self._stats.dropped_text += 1
             else:
-                self.stats.dropped_binary += 1
+                self._stats.dropped_binary += 1
             logger.warning(
                 "%s buffer full: dropped the oldest message (%d dropped so far)",
                 "text" if kind == KIND_TEXT else "binary",
-                self.stats.dropped_text + self.stats.dropped_binary,
+                self._stats.dropped_text + self._stats.dropped_binary,
             )
             mailbox.put_nowait(kind, data)
             return
@@ -278,21 +323,53 @@ class WebSocketConnection:
         except OSError as exc:
             raise self._disconnected() from (self._error or exc)
 
-    def _send(self, opcode: int, data: Any, timeout: float | None, compress: bool) -> None:
+    def _send(
+        self,
+        opcode: int,
+        payload: bytes | bytearray | memoryview,
+        timeout: float | None,
+        compress: bool,
+    ) -> None:
+        limit = self._max_frame_size
         with self._send_lock:
-            with self._state_lock:
-                protocol = self._protocol
-                try:
-                    if opcode == self.OPCODE_TEXT:
-                        protocol.send_text(data, compress=compress)
-                    else:
-                        protocol.send_binary(data, compress=compress)
-                except ConnectionDisconnected:
-                    raise self._disconnected() from self._error
-                self._stream.write_nowait(protocol.data_to_send())
-            self.stats.messages_out += 1
-            self.stats.bytes_out += len(data)
-            self._drain(timeout)
+            if limit is None or len(payload) <= limit:
+                self._write_frame(opcode, payload, True, compress)
+                self._drain(timeout)
+            else:
+                # One frame at a time, each written before the next is built, so that pongs
+                # and keepalive pings can go out between the frames of a large message.
+                view = memoryview(payload)
+                for start in range(0, len(view), limit):
+                    last = start + limit >= len(view)
+                    piece = view[start : start + limit]
+                    self._write_frame(opcode if start == 0 else None, piece, last, compress)
+                    self._drain(timeout)
+            self._stats.messages_out += 1
+            self._stats.bytes_out += len(payload)
+
+    def _write_frame(
+        self,
+        opcode: int | None,
+        payload: bytes | bytearray | memoryview,
+        fin: bool,
+        compress: bool,
+    ) -> None:
+        """Hand one frame to the core and its bytes to the stream (opcode None: continuation)."""
+        with self._state_lock:
+            protocol = self._protocol
+            try:
+                if opcode is None:
+                    protocol.send_continuation(payload, fin=fin)
+                elif opcode == self.OPCODE_TEXT:
+                    protocol.send_text(payload, fin=fin, compress=compress)
+                else:
+                    protocol.send_binary(payload, fin=fin, compress=compress)
+            except ConnectionDisconnected:
+                raise self._disconnected() from self._error
+            self._stream.write_nowait(protocol.data_to_send())
+        if logger.isEnabledFor(DEBUG):
+            kind = {None: "CONTINUATION", self.OPCODE_TEXT: "TEXT"}.get(opcode, "BINARY")
+            logger.debug("> %s %d bytes%s", kind, len(payload), "" if fin else " (more follow)")
 
     def send_text(
         self, message: str, *, timeout: float | None = None, compress: bool = True
@@ -312,7 +389,7 @@ class WebSocketConnection:
         """
         if not isinstance(message, str):
             raise TypeError(f"send_text needs a str, got {type(message).__name__}")
-        self._send(self.OPCODE_TEXT, message, timeout, compress)
+        self._send(self.OPCODE_TEXT, message.encode("utf-8"), timeout, compress)
 
     def send_bytes(
         self,
@@ -388,7 +465,7 @@ class WebSocketConnection:
             if previous is None:
                 raise ValueError("send_fragments needs at least one fragment")
             self._send_fragment(previous, started, True, timeout)
-            self.stats.messages_out += 1
+            self._stats.messages_out += 1
 
     def _send_fragment(
         self, fragment: str | bytes, started: type | None, last: bool, timeout: float | None
@@ -398,19 +475,13 @@ class WebSocketConnection:
             raise TypeError(f"fragments must be str or bytes, got {type(fragment).__name__}")
         if started is not None and kind is not started:
             raise TypeError("all fragments of a message must have the same type")
-        with self._state_lock:
-            protocol = self._protocol
-            try:
-                if started is None and isinstance(fragment, str):
-                    protocol.send_text(fragment, fin=last)
-                elif started is None and not isinstance(fragment, str):
-                    protocol.send_binary(fragment, fin=last)
-                else:
-                    protocol.send_continuation(fragment, fin=last)
-            except ConnectionDisconnected:
-                raise self._disconnected() from self._error
-            self._stream.write_nowait(protocol.data_to_send())
-        self.stats.bytes_out += len(fragment)
+        payload = fragment.encode("utf-8") if isinstance(fragment, str) else fragment
+        if started is not None:
+            opcode = None
+        else:
+            opcode = self.OPCODE_TEXT if kind is str else self.OPCODE_BINARY
+        self._write_frame(opcode, payload, last, True)
+        self._stats.bytes_out += len(payload)
         self._drain(timeout)
         return kind
 
@@ -457,17 +528,92 @@ class WebSocketConnection:
                 raise self._disconnected() from self._error
             self._pending_pings[data] = pending
             self._stream.write_nowait(self._protocol.data_to_send())
-        self.stats.pings_sent += 1
+        self._stats.pings_sent += 1
+        logger.debug("> PING %r", data)
 
     # Receiving --------------------------------------------------------------------------
 
-    def _receive(self, kinds: tuple[int, ...], timeout: float | None) -> tuple[int, Any]:
+    def _get(self, kinds: tuple[int, ...], timeout: float | None) -> tuple[int, Any]:
         try:
             return self._mailbox.get(kinds, timeout)
         except TimeoutError:
             raise ReadTimeout(f"nothing received within {timeout} s") from None
         except MailboxClosed:
             raise self._disconnected() from self._error
+
+    def _receive(self, kinds: tuple[int, ...], timeout: float | None) -> tuple[int, Any]:
+        if not self._streaming or kinds == PONG_ONLY:
+            return self._get(kinds, timeout)
+        self._skip_abandoned_stream(timeout)
+        deadline = None if timeout is None else _monotonic() + timeout
+        started = [kind for kind in kinds if kind in self._partial]
+        if started:
+            kind = started[0]
+            parts = self._partial[kind]
+        else:
+            kind, fragment = self._get(kinds, timeout)
+            if fragment.last:
+                return kind, fragment.data
+            parts = self._partial[kind] = [fragment.data]
+        while True:
+            remaining = None if deadline is None else max(deadline - _monotonic(), 0)
+            # On a timeout the pieces stay in self._partial for the next receive.
+            _, fragment = self._get((kind,), remaining)
+            parts.append(fragment.data)
+            if fragment.last:
+                del self._partial[kind]
+                joiner = "" if kind == KIND_TEXT else b""
+                return kind, joiner.join(parts)
+
+    def _skip_abandoned_stream(self, timeout: float | None) -> None:
+        kind = self._open_stream_kind
+        if kind is None:
+            return
+        # A fragment iterator stopped before the end of its message: drop the rest of it.
+        while True:
+            _, fragment = self._get((kind,), timeout)
+            if fragment.last:
+                self._open_stream_kind = None
+                return
+
+    def receive_fragments(self, timeout: float | None = None) -> Iterator[str | bytes]:
+        """Iterate over the pieces of the next message (either type) as they arrive.
+
+        Needs ``conn_opts={"stream_fragments": True}``. Text pieces are ``str`` (never a
+        split character), binary pieces ``bytes``. Starting another receive before the
+        iteration ends drops the rest of the message.
+
+        Args:
+            timeout: Seconds to wait for each piece.
+
+        Raises:
+            ValueError: The connection does not stream fragments.
+            ReadTimeout: A piece did not arrive in time.
+            ConnectionDisconnected: The connection closed.
+        """
+        if not self._streaming:
+            raise ValueError("receive_fragments needs conn_opts={'stream_fragments': True}")
+        self._skip_abandoned_stream(timeout)
+        if self._partial:
+            kind, parts = next(iter(self._partial.items()))
+            del self._partial[kind]
+            self._open_stream_kind = kind
+            for part in parts:
+                yield part
+        else:
+            kind, fragment = self._get(ANY_MESSAGE, timeout)
+            if fragment.last:
+                yield fragment.data
+                return
+            self._open_stream_kind = kind
+            yield fragment.data
+        while True:
+            _, fragment = self._get((kind,), timeout)
+            if fragment.last:
+                self._open_stream_kind = None
+            yield fragment.data
+            if fragment.last:
+                return
 
     def receive_text(self, timeout: float | None = None) -> str:
         """Return the next text message (binary messages stay in their buffer).
@@ -628,6 +774,7 @@ class WebSocketConnection:
             if self._protocol.state is State.OPEN:
                 self._protocol.send_close(code, reason)
                 self._stream.write_nowait(self._protocol.data_to_send())
+                logger.debug("> CLOSE %d %r", code, reason)
         if not self._closed.is_set():
             try:
                 self._stream.drain(self._close_timeout)
@@ -679,7 +826,23 @@ class WebSocketConnection:
     @property
     def dropped_messages(self) -> int:
         """How many messages ``drop_frames`` has dropped so far."""
-        return self.stats.dropped_text + self.stats.dropped_binary
+        return self._stats.dropped_text + self._stats.dropped_binary
+
+    @property
+    def stats(self) -> ConnectionStats:
+        """A snapshot of this connection's counters, buffer depths and compression ratio."""
+        snapshot = replace(self._stats)
+        snapshot.text_buffered = self._mailbox.qsize(KIND_TEXT)
+        snapshot.binary_buffered = self._mailbox.qsize(KIND_BINARY)
+        deflate = self._protocol.deflate
+        if deflate is not None:
+            snapshot.compression_ratio_in = _ratio(
+                deflate.bytes_in_decompressed, deflate.bytes_in_compressed
+            )
+            snapshot.compression_ratio_out = _ratio(
+                deflate.bytes_out_uncompressed, deflate.bytes_out_compressed
+            )
+        return snapshot
 
     @property
     def response_headers(self) -> list[tuple[str, str]]:

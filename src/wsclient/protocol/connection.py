@@ -557,9 +557,17 @@ class Connection:
                 )
             )
 
-    def send_text(self, data: str, *, fin: bool = True, compress: bool = True) -> None:
-        """Queue a text message (or its first fragment when ``fin`` is false)."""
-        self._send_data(OP_TEXT, data.encode("utf-8"), fin, compress)
+    def send_text(
+        self, data: str | bytes | bytearray | memoryview, *, fin: bool = True, compress: bool = True
+    ) -> None:
+        """Queue a text message (or its first fragment when ``fin`` is false).
+
+        ``data`` may be given already encoded as UTF-8 (a fragment may end inside a
+        character; the message as a whole must be valid UTF-8).
+        """
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        self._send_data(OP_TEXT, data, fin, compress)
 
     def send_binary(
         self, data: bytes | bytearray | memoryview, *, fin: bool = True, compress: bool = True
@@ -567,9 +575,7 @@ class Connection:
         """Queue a binary message (or its first fragment when ``fin`` is false)."""
         self._send_data(OP_BINARY, data, fin, compress)
 
-    def send_continuation(
-        self, data: bytes | bytearray | memoryview | str, *, fin: bool
-    ) -> None:
+    def send_continuation(self, data: bytes | bytearray | memoryview | str, *, fin: bool) -> None:
         """Queue the next fragment of the message started with ``fin=False``."""
         if isinstance(data, str):
             data = data.encode("utf-8")
