@@ -452,6 +452,12 @@ class Connection:
                 piece = decoder.decode(chunk, last)
             except UnicodeDecodeError:
                 raise InvalidUTF8("invalid UTF-8 in text message") from None
+            if not last and chunk and 0xA0 <= chunk[-1] <= 0xBF:
+                # CPython's decoder holds ED A0-BF (a UTF-16 surrogate, never valid) until a
+                # third byte arrives; fail at the fragment that made the text invalid.
+                held = decoder.getstate()[0]
+                if len(held) == 2 and held[0] == 0xED:
+                    raise InvalidUTF8("invalid UTF-8 in text message")
         if self.stream_messages:
             if piece or last:
                 self._events.append(Fragment(text, piece, not self._message_started, last))

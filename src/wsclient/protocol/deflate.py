@@ -348,7 +348,9 @@ class PerMessageDeflate:
             raise ProtocolError(f"invalid compressed data: {exc}", 1007) from None
         self.bytes_in_compressed += len(data) - (4 if final else 0)
         self.bytes_in_decompressed += len(out)
-        if final and self.decompress_no_context_takeover:
+        # A peer may end the DEFLATE stream with a BFINAL block (RFC 7692 §7.2.3.4): the
+        # next message then starts a new stream, which an ended inflater would ignore.
+        if final and (self.decompress_no_context_takeover or decompressor.eof):
             self._decompressor = None
         return out
 

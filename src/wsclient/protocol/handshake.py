@@ -211,7 +211,8 @@ class _HeadReader:
             if len(buffer) > MAX_HEAD:
                 raise HandshakeError(f"{self._what} head is larger than {MAX_HEAD} bytes")
             last_line_start = buffer.rfind(b"\n") + 1
-            if len(buffer) - last_line_start > MAX_LINE:
+            # + 1: the line's CR may have arrived without its LF; the limit excludes both.
+            if len(buffer) - last_line_start > MAX_LINE + 1:
                 raise HandshakeError(f"{self._what} has a line longer than {MAX_LINE} bytes")
             return None
         if end + 4 > MAX_HEAD:
