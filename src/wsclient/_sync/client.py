@@ -184,6 +184,8 @@ class WebSocketClient:
             user_agent=user_agent,
             deflate_options=_deflate_options(compression),
             max_size=max_size,
+            # Set before the handshake: frames may arrive in the same read as the response.
+            stream_messages=bool(options.get("stream_fragments", False)),
         )
         if max_frame_size is not None and max_frame_size <= 0:
             raise ValueError("max_frame_size must be positive or None")
@@ -248,9 +250,11 @@ class WebSocketClient:
         )
         if early_error is not None:
             connection._error = early_error
-            output = protocol.data_to_send()
-            if output:
-                stream.write_nowait(output)
+        # Frames that arrived with the response may already need an answer (the reply to a
+        # Close, a pong): send it now, not with the next write, which may never come.
+        output = protocol.data_to_send()
+        if output:
+            stream.write_nowait(output)
         connection._start(start_keepalive and early_error is None, keepalive_interval)
         self._connections = [conn for conn in self._connections if not conn.closed]
         self._connections.append(connection)
