@@ -133,3 +133,19 @@ async def test_invalid_close_arguments_are_value_errors(test_server: Any) -> Non
             await connection.close(1000, "x" * 124)
         assert not connection.closed
         await connection.close()
+
+
+async def test_concurrent_closes_all_return_once_closed(test_server: Any) -> None:
+    async with WebSocketClient() as client:
+        connection = await client.connect(test_server.url)
+        finished: list[bool] = []
+
+        async def close_it() -> None:
+            await connection.close()
+            finished.append(connection.closed)
+
+        closers = [spawn(close_it, name=f"closer-{n}") for n in range(4)]
+        for closer in closers:
+            assert await closer.join(TIMEOUT_UNIT)
+        assert finished == [True, True, True, True]
+        assert connection.close_code == 1000

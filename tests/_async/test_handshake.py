@@ -17,7 +17,7 @@ from wsclient.exceptions import (
     InvalidStatus,
     NoProtocolHandler,
 )
-from wsclient.handlers import JsonHandler
+from wsclient.handlers import JsonHandler, MsgpackHandler
 from wsclient.testing import WebSocketTestServer
 
 
@@ -179,3 +179,34 @@ async def test_ssl_context_with_ws_url_is_rejected(client_ssl_context: Any) -> N
     async with WebSocketClient() as client:
         with pytest.raises(ValueError, match="wss://"):
             await client.connect(f"ws://127.0.0.1:{_unused_port()}/", ssl=client_ssl_context)
+
+
+async def test_msgpack_handler() -> None:
+    msgpack_handler = MsgpackHandler()
+    with WebSocketTestServer(subprotocols=["msgpack"]) as server:
+        async with WebSocketClient() as client:
+            connection = await client.connect(
+                server.url, conn_opts={"protocol_handler": msgpack_handler}
+            )
+            assert connection.subprotocol == "msgpack"
+            await connection.send_protocol({"k": [1, b"\x00", "ü"]})
+            assert await connection.receive_protocol(timeout=TIMEOUT_UNIT) == {
+                "k": [1, b"\x00", "ü"]
+            }
+
+
+async def test_client_context_manager_closes_its_connections(test_server: Any) -> None:
+    async with WebSocketClient() as client:
+        first = await client.connect(test_server.url)
+        second = await client.connect(test_server.url)
+    assert first.closed and second.closed
+    assert (first.close_code, second.close_code) == (1000, 1000)
+
+
+async def test_connection_context_manager_closes(test_server: Any) -> None:
+    async with WebSocketClient() as client:
+        async with await client.connect(test_server.url) as connection:
+            await connection.send_text("inside")
+            assert await connection.receive_text(timeout=TIMEOUT_UNIT) == "inside"
+        assert connection.closed
+        assert connection.close_code == 1000

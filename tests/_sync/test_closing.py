@@ -134,3 +134,19 @@ def test_invalid_close_arguments_are_value_errors(test_server: Any) -> None:
             connection.close(1000, "x" * 124)
         assert not connection.closed
         connection.close()
+
+
+def test_concurrent_closes_all_return_once_closed(test_server: Any) -> None:
+    with WebSocketClient() as client:
+        connection = client.connect(test_server.url)
+        finished: list[bool] = []
+
+        def close_it() -> None:
+            connection.close()
+            finished.append(connection.closed)
+
+        closers = [spawn(close_it, name=f"closer-{n}") for n in range(4)]
+        for closer in closers:
+            assert closer.join(TIMEOUT_UNIT)
+        assert finished == [True, True, True, True]
+        assert connection.close_code == 1000

@@ -18,7 +18,7 @@ from wsclient.exceptions import (
     InvalidStatus,
     NoProtocolHandler,
 )
-from wsclient.handlers import JsonHandler
+from wsclient.handlers import JsonHandler, MsgpackHandler
 from wsclient.testing import WebSocketTestServer
 
 
@@ -176,3 +176,30 @@ def test_ssl_context_with_ws_url_is_rejected(client_ssl_context: Any) -> None:
     with WebSocketClient() as client:
         with pytest.raises(ValueError, match="wss://"):
             client.connect(f"ws://127.0.0.1:{_unused_port()}/", ssl=client_ssl_context)
+
+
+def test_msgpack_handler() -> None:
+    msgpack_handler = MsgpackHandler()
+    with WebSocketTestServer(subprotocols=["msgpack"]) as server:
+        with WebSocketClient() as client:
+            connection = client.connect(server.url, conn_opts={"protocol_handler": msgpack_handler})
+            assert connection.subprotocol == "msgpack"
+            connection.send_protocol({"k": [1, b"\x00", "ü"]})
+            assert connection.receive_protocol(timeout=TIMEOUT_UNIT) == {"k": [1, b"\x00", "ü"]}
+
+
+def test_client_context_manager_closes_its_connections(test_server: Any) -> None:
+    with WebSocketClient() as client:
+        first = client.connect(test_server.url)
+        second = client.connect(test_server.url)
+    assert first.closed and second.closed
+    assert (first.close_code, second.close_code) == (1000, 1000)
+
+
+def test_connection_context_manager_closes(test_server: Any) -> None:
+    with WebSocketClient() as client:
+        with client.connect(test_server.url) as connection:
+            connection.send_text("inside")
+            assert connection.receive_text(timeout=TIMEOUT_UNIT) == "inside"
+        assert connection.closed
+        assert connection.close_code == 1000
