@@ -7,6 +7,9 @@ import logging
 from dataclasses import dataclass
 
 logger = logging.getLogger("wsclient")
+# A library never prints on its own: without this, Python's last-resort handler would write
+# wsclient's warnings to stderr in programs that did not configure logging.
+logger.addHandler(logging.NullHandler())
 
 
 class MailboxClosed(Exception):

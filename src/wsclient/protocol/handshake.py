@@ -30,6 +30,8 @@ DEFAULT_USER_AGENT = f"wsclient/{__version__} Python/{sys.version_info[0]}.{sys.
 
 HeadersLike = Mapping[str, str] | Iterable[tuple[str, str]]
 
+# RFC 9110 §5.5: field values are visible characters, spaces and tabs (and obs-text).
+_FORBIDDEN_VALUE_CHARS = frozenset(chr(code) for code in (*range(0x20), 0x7F)) - {"\t"}
 _TOKEN_CHARS = frozenset(
     "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 )
@@ -158,6 +160,8 @@ def _validate_header(name: str, value: str) -> None:
         raise ValueError(f"invalid header name {name!r}: must be an HTTP token")
     if any(char in value for char in "\r\n\x00"):
         raise ValueError(f"invalid value for header {name!r}: contains CR, LF or NUL")
+    if any(char in _FORBIDDEN_VALUE_CHARS for char in value):
+        raise ValueError(f"invalid value for header {name!r}: contains a control character")
 
 
 def _header_pairs(headers: HeadersLike | None) -> list[tuple[str, str]]:
@@ -195,15 +199,24 @@ class Request:
 class _HeadReader:
     """Collects an HTTP head (start line and headers) from arbitrary chunks, with limits."""
 
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, start: bytes) -> None:
         self._what = what
+        self._start = start
         self._buffer = bytearray()
         self._scanned = 0
 
     def feed(self, data: bytes) -> tuple[list[str], bytes] | None:
         """Return (lines, leftover bytes) once the head is complete, else ``None``."""
         buffer = self._buffer
+        checked = len(buffer)
         buffer += data
+        if checked < len(self._start):
+            # Fail at once on a peer that does not speak HTTP (a TLS server, say) instead
+            # of waiting for a head that never comes.
+            seen = bytes(buffer[: len(self._start)])
+            if not self._start.startswith(seen):
+                kind = "status line" if self._what == "response" else "request line"
+                raise HandshakeError(f"invalid HTTP {kind}: the {self._what} starts with {seen!r}")
         # Resume the search a little before the new data, in case CRLFCRLF straddles it.
         end = buffer.find(b"\r\n\r\n", max(0, self._scanned - 3))
         if end < 0:
@@ -265,7 +278,9 @@ class ClientHandshake:
     response: Response | None = field(default=None, init=False)
     subprotocol: str | None = field(default=None, init=False)
     deflate: PerMessageDeflate | None = field(default=None, init=False)
-    _head: _HeadReader = field(default_factory=lambda: _HeadReader("response"), init=False)
+    _head: _HeadReader = field(
+        default_factory=lambda: _HeadReader("response", b"HTTP/"), init=False
+    )
     _refusal: tuple[int, str, Headers] | None = field(default=None, init=False)
     _body: bytearray = field(default_factory=bytearray, init=False)
     _body_expected: int | None = field(default=None, init=False)
@@ -477,7 +492,7 @@ class ServerHandshake:
     deflate_settings: dict[str, object] = field(default_factory=dict)
     request: Request | None = field(default=None, init=False)
     leftover: bytes = field(default=b"", init=False)
-    _head: _HeadReader = field(default_factory=lambda: _HeadReader("request"), init=False)
+    _head: _HeadReader = field(default_factory=lambda: _HeadReader("request", b"GET "), init=False)
 
     def receive_data(self, data: bytes) -> Request | None:
         parsed = self._head.feed(data)
