@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable
 from typing import Final
 
 from ..exceptions import InvalidUTF8, ProtocolError
@@ -46,27 +47,47 @@ def _mask_int(data: bytes | bytearray | memoryview, key: bytes | bytearray) -> b
     )
 
 
-def mask_into(
+def _py_mask_into(
     out: bytearray, start: int, data: bytes | bytearray | memoryview, key: bytes | bytearray
 ) -> None:
-    """XOR ``data`` with the 4-byte ``key`` into ``out[start:start + len(data)]``."""
     length = len(data)
     if length <= 64:
         out[start : start + length] = _mask_int(data, key)
         return
+    if not isinstance(data, bytes):
+        data = bytes(data)  # stride slices of bytes run in C; of a memoryview, per item
     end = start + length
     for offset in range(4):
         # A stride-4 slice shares one key byte, so one translate table masks it all.
-        out[start + offset : end : 4] = bytes(data[offset::4]).translate(_xor_table(key[offset]))
+        out[start + offset : end : 4] = data[offset::4].translate(_xor_table(key[offset]))
 
 
-def mask(data: bytes | bytearray | memoryview, key: bytes | bytearray) -> bytes:
-    """Return ``data`` XOR-ed with the repeated 4-byte ``key`` (masking is its own inverse)."""
+def _py_mask(data: bytes | bytearray | memoryview, key: bytes | bytearray) -> bytes:
     if len(data) <= 64:
         return _mask_int(data, key)
     out = bytearray(len(data))
-    mask_into(out, 0, data, key)
+    _py_mask_into(out, 0, data, key)
     return bytes(out)
+
+
+_MaskFunction = Callable[[bytes | bytearray | memoryview, bytes | bytearray], bytes]
+_MaskIntoFunction = Callable[
+    [bytearray, int, bytes | bytearray | memoryview, bytes | bytearray], None
+]
+_c_mask: _MaskFunction | None
+_c_mask_into: _MaskIntoFunction | None
+try:
+    from ._mask import mask as _c_mask
+    from ._mask import mask_into as _c_mask_into
+except ImportError:  # built without a C compiler: the pure-Python path is used
+    _c_mask = _c_mask_into = None
+
+#: ``mask(data, key)``: ``data`` XOR-ed with the repeated 4-byte ``key`` (its own inverse).
+mask: _MaskFunction = _c_mask or _py_mask
+#: ``mask_into(out, start, data, key)``: the same, written into ``out`` at ``start``.
+mask_into: _MaskIntoFunction = _c_mask_into or _py_mask_into
+#: Which masking runs: "c" (the optional compiled module) or "python".
+MASK_IMPLEMENTATION = "c" if _c_mask is not None else "python"
 
 
 def build_frame(
@@ -91,8 +112,8 @@ def build_frame(
         return header + payload
     key = os.urandom(4)
     header += key
-    if length <= 64:
-        return header + _mask_int(payload, key)
+    if length <= 1024:
+        return header + mask(payload, key)
     out = bytearray(len(header) + length)
     out[: len(header)] = header
     mask_into(out, len(header), payload, key)
