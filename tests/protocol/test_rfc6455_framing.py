@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections import deque
 
 import pytest
 
@@ -17,6 +18,7 @@ from wsclient.protocol import (
     Role,
     TextMessage,
     build_frame,
+    frames,
     mask,
 )
 
@@ -200,12 +202,16 @@ class TestMasking:
 
         def fake_urandom(size: int) -> bytes:
             calls.append(size)
-            return b"\x37\xfa\x21\x3d"
+            return (b"\x37\xfa\x21\x3d" + bytes(range(4, 256))) * (size // 256)
 
+        # Keys are drawn from the OS in blocks of 4 KiB, one block per 1024 frames.
+        monkeypatch.setattr(frames, "_masking_keys", deque())
         monkeypatch.setattr(os, "urandom", fake_urandom)
         raw = build_frame(OP_TEXT, b"Hello", masked=True)
-        assert calls == [4]
+        assert calls == [4096]
         assert bytes(raw) == bytes.fromhex("818537fa213d7f9f4d5158")
+        assert bytes(build_frame(OP_TEXT, b"", masked=True))[2:] == bytes(range(4, 8))
+        assert calls == [4096]
 
     def test_every_client_frame_is_masked_with_its_own_key(self) -> None:
         client = open_client()
@@ -587,7 +593,7 @@ class TestRFCExamples:
         server.receive_data(self.HELLO_MASKED)
         assert server.events_received() == [TextMessage("Hello")]
         assert mask(b"Hello", b"\x37\xfa\x21\x3d") == self.HELLO_MASKED[6:]
-        monkeypatch.setattr(os, "urandom", lambda size: b"\x37\xfa\x21\x3d")
+        monkeypatch.setattr(frames, "_masking_key", lambda: b"\x37\xfa\x21\x3d")
         client = open_client()
         client.send_text("Hello")
         assert client.data_to_send() == self.HELLO_MASKED
@@ -608,7 +614,7 @@ class TestRFCExamples:
         assert client.events_received() == [TextMessage("Hello")]
 
     def test_unmasked_ping_and_masked_pong(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr(os, "urandom", lambda size: b"\x37\xfa\x21\x3d")
+        monkeypatch.setattr(frames, "_masking_key", lambda: b"\x37\xfa\x21\x3d")
         client = open_client()
         client.receive_data(self.PING_UNMASKED)
         assert client.events_received() == [PingReceived(b"Hello")]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections import deque
 from collections.abc import Callable
 from typing import Final
 
@@ -90,6 +91,22 @@ mask_into: _MaskIntoFunction = _c_mask_into or _py_mask_into
 MASK_IMPLEMENTATION = "c" if _c_mask is not None else "python"
 
 
+# Masking keys come from the OS random source (RFC 6455 §5.3 asks for a strong source of
+# entropy), drawn 4 KiB at a time: one getrandom call serves a thousand frames. A deque's
+# popleft is atomic, so threads never share a key.
+_RANDOM_BLOCK = 4096
+_masking_keys: deque[bytes] = deque()
+
+
+def _masking_key() -> bytes:
+    try:
+        return _masking_keys.popleft()
+    except IndexError:
+        block = os.urandom(_RANDOM_BLOCK)
+        _masking_keys.extend(block[start : start + 4] for start in range(4, _RANDOM_BLOCK, 4))
+        return block[:4]
+
+
 def build_frame(
     opcode: int,
     payload: bytes | bytearray | memoryview,
@@ -110,7 +127,7 @@ def build_frame(
         header = _pack_64(first, mask_bit | 127, length)
     if not masked:
         return header + payload
-    key = os.urandom(4)
+    key = _masking_key()
     header += key
     if length <= 1024:
         return header + mask(payload, key)
