@@ -37,10 +37,12 @@ class Message:
 
     @property
     def is_text(self) -> bool:
+        """Whether this is a text message (``data`` is a ``str``)."""
         return self.type is MessageType.TEXT
 
     @property
     def is_binary(self) -> bool:
+        """Whether this is a binary message (``data`` is ``bytes``)."""
         return self.type is MessageType.BINARY
 
     @property

@@ -54,12 +54,23 @@ class JsonHandler(ProtocolHandler):
 
     @property
     def name(self) -> str:
+        """The subprotocol name offered in the handshake (``json`` unless told otherwise)."""
         return self._name
 
     def encode(self, data: Any) -> bytes:
+        """Serialize ``data`` as compact JSON in UTF-8.
+
+        Raises:
+            TypeError: ``data`` is not JSON-serializable.
+        """
         return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
     def decode(self, data: bytes) -> Any:
+        """Parse the JSON document in ``data``.
+
+        Raises:
+            ValueError: ``data`` is not valid JSON in UTF-8.
+        """
         return json.loads(data)
 
 
@@ -84,11 +95,22 @@ class MsgpackHandler(ProtocolHandler):
 
     @property
     def name(self) -> str:
+        """The subprotocol name offered in the handshake (``msgpack`` unless told otherwise)."""
         return self._name
 
     def encode(self, data: Any) -> bytes:
+        """Pack ``data`` with MessagePack (``bytes`` stay binary, ``str`` stays text).
+
+        Raises:
+            TypeError: ``data`` holds a type MessagePack cannot pack.
+        """
         packed: bytes = self._msgpack.packb(data, use_bin_type=True)
         return packed
 
     def decode(self, data: bytes) -> Any:
+        """Unpack the MessagePack object in ``data`` (strings decoded as UTF-8).
+
+        Raises:
+            ValueError: ``data`` is not one valid MessagePack object.
+        """
         return self._msgpack.unpackb(data, raw=False)

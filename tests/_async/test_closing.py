@@ -20,6 +20,7 @@ async def test_client_close_runs_the_handshake(test_server: Any) -> None:
         connection = await client.connect(test_server.url)
         await connection.close(4001, "done here")
         assert connection.closed
+        assert connection.closed_cleanly
         assert connection.close_code == 4001
         await connection.close()  # idempotent
     (session,) = test_server.wait_for_sessions(1, timeout=TIMEOUT_UNIT)
@@ -84,6 +85,7 @@ async def test_close_is_bounded_when_the_server_never_answers() -> None:
             connection = await client.connect(server.url, close_timeout=0.2)
             await connection.close()
             assert connection.closed
+            assert not connection.closed_cleanly
             assert connection.close_code == 1000
 
 

@@ -9,7 +9,7 @@ import pytest
 from helpers import TIMEOUT_UNIT
 
 from wsclient._async.client import WebSocketClient
-from wsclient.exceptions import ReadTimeout, WriteTimeout
+from wsclient.exceptions import ConnectionDisconnected, ReadTimeout, WriteTimeout
 from wsclient.testing import ServerSession, WebSocketTestServer
 
 from ._util import eventually
@@ -165,3 +165,40 @@ async def test_invalid_flow_options(test_server: Any) -> None:
         with pytest.raises(ReadTimeout):
             connection = await client.connect(test_server.url)
             await connection.receive(timeout=0.01)
+
+
+async def test_a_timeout_between_frames_still_queues_the_whole_message() -> None:
+    with WebSocketTestServer(_stop_reading) as server:
+        async with WebSocketClient() as client:
+            connection = await client.connect(
+                server.url,
+                compression=None,
+                start_keepalive=False,
+                max_frame_size=65536,
+                max_size=None,
+            )
+            payload = bytes(range(256)) * 65536  # 16 MiB: more than the socket buffers hold
+            with pytest.raises(WriteTimeout):
+                await connection.send_bytes(payload, timeout=0.3)
+            (session,) = server.wait_for_sessions(1, timeout=TIMEOUT_UNIT)
+            session.resume_reading()
+            await connection.send_text("next", timeout=10 * TIMEOUT_UNIT)
+            # Wait without blocking: the client may still be flushing the tail.
+            await eventually(lambda: session.messages_received == 2, 10 * TIMEOUT_UNIT)
+            first = session.receive(timeout=TIMEOUT_UNIT)
+            second = session.receive(timeout=TIMEOUT_UNIT)
+            assert first is not None and first.data == payload
+            assert second is not None and second.data == "next"
+
+
+async def test_an_error_inside_send_fragments_closes_with_1011(test_server: Any) -> None:
+    async with WebSocketClient() as client:
+        connection = await client.connect(test_server.url)
+        with pytest.raises(TypeError):
+            await connection.send_fragments(["one", "two", b"three"])
+        with pytest.raises(ConnectionDisconnected) as caught:
+            await connection.receive_text(timeout=TIMEOUT_UNIT)
+        assert caught.value.code == 1011
+        assert isinstance(caught.value.__cause__, TypeError)
+    (session,) = test_server.wait_for_sessions(1, timeout=TIMEOUT_UNIT)
+    await eventually(lambda: session.close_code_received == 1011)

@@ -21,6 +21,7 @@ def test_client_close_runs_the_handshake(test_server: Any) -> None:
         connection = client.connect(test_server.url)
         connection.close(4001, "done here")
         assert connection.closed
+        assert connection.closed_cleanly
         assert connection.close_code == 4001
         connection.close()  # idempotent
     (session,) = test_server.wait_for_sessions(1, timeout=TIMEOUT_UNIT)
@@ -85,6 +86,7 @@ def test_close_is_bounded_when_the_server_never_answers() -> None:
             connection = client.connect(server.url, close_timeout=0.2)
             connection.close()
             assert connection.closed
+            assert not connection.closed_cleanly
             assert connection.close_code == 1000
 
 

@@ -21,6 +21,8 @@ from wsclient.exceptions import (
 from wsclient.handlers import JsonHandler, MsgpackHandler
 from wsclient.testing import WebSocketTestServer
 
+from ._util import eventually
+
 
 def _unused_port() -> int:
     with socket.socket() as sock:
@@ -124,6 +126,9 @@ def test_protocol_handler_not_selected_fails_the_handshake(test_server: Any) -> 
     with WebSocketClient() as client:
         with pytest.raises(HandshakeError, match="did not select subprotocol 'json'"):
             client.connect(test_server.url, conn_opts={"protocol_handler": JsonHandler()})
+    (session,) = test_server.wait_for_sessions(1, timeout=TIMEOUT_UNIT)
+    eventually(lambda: session.close_code_received is not None)
+    assert session.close_code_received == 1008
 
 
 def test_protocol_calls_without_handler_fail_at_once(test_server: Any) -> None:

@@ -334,6 +334,9 @@ class AsyncMailbox(Generic[T]):
         self._maxsizes = [size if size > 0 else 0 for size in maxsizes]
         self._sequence = 0
         self._waiters: list[asyncio.Future[None]] = []
+        # The kinds of each get() blocked right now, and the wait_idle() callers.
+        self._blocked_gets: list[Sequence[int]] = []
+        self._idle_waiters: list[asyncio.Future[None]] = []
         self.closed = False
 
     def _wake_all(self) -> None:
@@ -341,6 +344,39 @@ class AsyncMailbox(Generic[T]):
             if not waiter.done():
                 waiter.set_result(None)
         self._waiters.clear()
+        self._wake_idle_waiters()
+
+    def _wake_idle_waiters(self) -> None:
+        for waiter in self._idle_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._idle_waiters.clear()
+
+    def _idle(self) -> bool:
+        boxes = self._boxes
+        return self.closed or any(
+            all(not boxes[kind] for kind in kinds) for kinds in self._blocked_gets
+        )
+
+    async def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until a ``get`` is blocked with nothing to take, or the mailbox is closed.
+
+        A ``get`` that blocks shows that its caller has handled every item it took before
+        and is asking for more. Returns False after ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else monotonic() + timeout
+        while not self._idle():
+            remaining = None if deadline is None else deadline - monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            waiter = asyncio.get_running_loop().create_future()
+            self._idle_waiters.append(waiter)
+            try:
+                await _wait_future(waiter, remaining)
+            finally:
+                if waiter in self._idle_waiters:
+                    self._idle_waiters.remove(waiter)
+        return True
 
     async def _wait(self, timeout: float | None) -> bool:
         waiter = asyncio.get_running_loop().create_future()
@@ -414,7 +450,12 @@ class AsyncMailbox(Generic[T]):
             remaining = None if deadline is None else deadline - monotonic()
             if remaining is not None and remaining <= 0:
                 raise TimeoutError("receive timed out")
-            await self._wait(remaining)
+            self._blocked_gets.append(kinds)
+            self._wake_idle_waiters()
+            try:
+                await self._wait(remaining)
+            finally:
+                self._blocked_gets.remove(kinds)
 
     def close(self) -> None:
         self.closed = True

@@ -111,6 +111,7 @@ class WebSocketConnection:
     :attr:`stats`).
 
     Created by :meth:`WebSocketClient.connect`; use it as a context manager to close it.
+    The ``OPCODE_*`` class attributes are the frame opcodes of RFC 6455 (section 5.2).
 
     Args:
         conn: The open transport and protocol state (from ``connect``).
@@ -149,6 +150,7 @@ class WebSocketConnection:
         self._ping_timeout = conn.ping_timeout
         self._drop_frames = drop_frames
         self.protocol_handler = protocol_handler
+        """Codec of :meth:`send_protocol` and :meth:`receive_protocol` (``None``: none)."""
         self._mailbox: AsyncMailbox[Any] = AsyncMailbox(
             [text_queue_maxsize, binary_queue_maxsize, pong_queue_maxsize]
         )
@@ -188,6 +190,9 @@ class WebSocketConnection:
             if events:
                 await self._dispatch(events)
             while protocol.state is not State.CLOSED:
+                if protocol.failure is not None:
+                    await self._fail_in_order()
+                    continue
                 data = await stream.read()
                 with self._state_lock:
                     try:
@@ -213,6 +218,18 @@ class WebSocketConnection:
             logger.debug("reader stopped: %r", exc)
         finally:
             self._finish()
+
+    async def _fail_in_order(self) -> None:
+        # The protocol error came after messages that the application may still have to
+        # answer: the peer must see those answers before the Close (frames are processed
+        # in order). So the Close goes out once the application has taken every message
+        # and waits for more, closes, or close_timeout has passed.
+        await self._mailbox.wait_idle(self._close_timeout)
+        with self._state_lock:
+            self._protocol.fail()
+            output = self._protocol.data_to_send()
+            if output:
+                self._stream.write_nowait(output)
 
     async def _wait_for_server_close(self) -> None:
         # The server closes TCP first (RFC 6455 §7.1.1); give it close_timeout to do so.
@@ -330,6 +347,13 @@ class WebSocketConnection:
         compress: bool,
     ) -> None:
         limit = self._max_frame_size
+        if (limit is None or len(payload) <= limit) and self._write_whole_message(
+            opcode, payload, compress
+        ):
+            await self._drain(timeout)
+            self._stats.messages_out += 1
+            self._stats.bytes_out += len(payload)
+            return
         async with self._send_lock:
             if limit is None or len(payload) <= limit:
                 self._write_frame(opcode, payload, True, compress)
@@ -338,13 +362,57 @@ class WebSocketConnection:
                 # One frame at a time, each written before the next is built, so that pongs
                 # and keepalive pings can go out between the frames of a large message.
                 view = memoryview(payload)
-                for start in range(0, len(view), limit):
-                    last = start + limit >= len(view)
-                    piece = view[start : start + limit]
-                    self._write_frame(opcode if start == 0 else None, piece, last, compress)
-                    await self._drain(timeout)
+                written = 0
+                try:
+                    for start in range(0, len(view), limit):
+                        piece = view[start : start + limit]
+                        last = start + limit >= len(view)
+                        self._write_frame(opcode if start == 0 else None, piece, last, compress)
+                        written = start + limit
+                        await self._drain(timeout)
+                except BaseException:
+                    # Never leave a message half-queued: the peer would wait for its end and
+                    # no other message could follow. The rest is queued behind what is
+                    # already waiting and goes out if the peer reads again.
+                    self._queue_rest_of_message(view, written, compress)
+                    raise
             self._stats.messages_out += 1
             self._stats.bytes_out += len(payload)
+
+    def _queue_rest_of_message(self, view: memoryview, start: int, compress: bool) -> None:
+        limit = self._max_frame_size
+        assert limit is not None
+        try:
+            for offset in range(start, len(view), limit):
+                last = offset + limit >= len(view)
+                self._write_frame(None, view[offset : offset + limit], last, compress)
+        except ConnectionDisconnected:
+            pass
+
+    def _write_whole_message(
+        self, opcode: int, payload: bytes | bytearray | memoryview, compress: bool
+    ) -> bool:
+        """Send a one-frame message at once unless a fragmented message is in progress.
+
+        A single frame cannot interleave with another message, so it needs the send lock
+        only to wait for a fragmented message (from another sender) to end.
+        """
+        with self._state_lock:
+            protocol = self._protocol
+            if protocol.sending_fragmented_message:
+                return False
+            try:
+                if opcode == self.OPCODE_TEXT:
+                    protocol.send_text(payload, compress=compress)
+                else:
+                    protocol.send_binary(payload, compress=compress)
+            except ConnectionDisconnected:
+                raise self._disconnected() from self._error
+            self._stream.write_nowait(protocol.data_to_send())
+        if logger.isEnabledFor(DEBUG):
+            kind = "TEXT" if opcode == self.OPCODE_TEXT else "BINARY"
+            logger.debug("> %s %d bytes", kind, len(payload))
+        return True
 
     def _write_frame(
         self,
@@ -444,27 +512,47 @@ class WebSocketConnection:
         fragment must have that type. Pings and pongs still flow between the frames, and
         no other message can slip in between them.
 
+        A message cannot be left unfinished, so an error in the middle (a timeout, a
+        fragment of the wrong type, an exception from the iterable, a cancellation) closes
+        the connection with 1011 after the frames already sent.
+
         Raises:
             TypeError: The fragments mix types or are not str/bytes.
+            WriteTimeout: The peer did not read in time (the connection is then closing).
             ConnectionDisconnected: The connection is closed.
         """
         async with self._send_lock:
             started: type | None = None
             previous: str | bytes | None = None
-            if isinstance(fragments, AsyncIterable):
-                async for fragment in fragments:
-                    if previous is not None:
-                        started = await self._send_fragment(previous, started, False, timeout)
-                    previous = fragment
-            else:
-                for fragment in fragments:
-                    if previous is not None:
-                        started = await self._send_fragment(previous, started, False, timeout)
-                    previous = fragment
-            if previous is None:
-                raise ValueError("send_fragments needs at least one fragment")
-            await self._send_fragment(previous, started, True, timeout)
+            try:
+                if isinstance(fragments, AsyncIterable):
+                    async for fragment in fragments:
+                        if previous is not None:
+                            started = await self._send_fragment(previous, started, False, timeout)
+                        previous = fragment
+                else:
+                    for fragment in fragments:
+                        if previous is not None:
+                            started = await self._send_fragment(previous, started, False, timeout)
+                        previous = fragment
+                if previous is None:
+                    raise ValueError("send_fragments needs at least one fragment")
+                await self._send_fragment(previous, started, True, timeout)
+            except BaseException as exc:
+                self._close_unfinished_message(exc)
+                raise
             self._stats.messages_out += 1
+
+    def _close_unfinished_message(self, exc: BaseException) -> None:
+        with self._state_lock:
+            protocol = self._protocol
+            if not protocol.sending_fragmented_message or protocol.state is not State.OPEN:
+                return
+            logger.warning("closing: a fragmented message was interrupted by %r", exc)
+            protocol.send_close(1011, "message interrupted")
+            self._stream.write_nowait(protocol.data_to_send())
+            if self._error is None:
+                self._error = exc
 
     async def _send_fragment(
         self, fragment: str | bytes, started: type | None, last: bool, timeout: float | None
@@ -771,9 +859,14 @@ class WebSocketConnection:
         build_close_payload(code, reason)
         with self._state_lock:
             if self._protocol.state is State.OPEN:
-                self._protocol.send_close(code, reason)
+                if self._protocol.failure is not None:
+                    # The reader is failing the connection: the Close it owes goes out now.
+                    self._protocol.fail()
+                    self._mailbox.close()
+                else:
+                    self._protocol.send_close(code, reason)
+                    logger.debug("> CLOSE %d %r", code, reason)
                 self._stream.write_nowait(self._protocol.data_to_send())
-                logger.debug("> CLOSE %d %r", code, reason)
         if not self._closed.is_set():
             try:
                 await self._stream.drain(self._close_timeout)
@@ -805,14 +898,26 @@ class WebSocketConnection:
 
     @property
     def close_code(self) -> int | None:
-        """The close code once closing has started (1006 for an abnormal closure)."""
+        """How the connection ended, once closing has started; ``None`` while open.
+
+        The code of the server's Close frame when one arrived (1005 if it had no code);
+        otherwise the code wsclient sent (your ``close`` code, 1002/1007/1009 for a
+        protocol error, 1011 for a dead peer); 1006 when the connection dropped with no
+        Close frame either way. :attr:`closed_cleanly` tells whether both Close frames
+        were exchanged.
+        """
         if self._protocol.state is State.OPEN:
             return None
         return self._protocol.close_code
 
     @property
+    def closed_cleanly(self) -> bool:
+        """Whether the closing handshake completed: a Close frame went each way."""
+        return self._protocol.close_handshake_done
+
+    @property
     def close_reason(self) -> str | None:
-        """The close reason once closing has started."""
+        """The reason that goes with :attr:`close_code` (from the same Close frame)."""
         if self._protocol.state is State.OPEN:
             return None
         return self._protocol.close_reason

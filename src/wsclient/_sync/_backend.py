@@ -292,8 +292,33 @@ class SyncMailbox(Generic[T]):
         self._boxes: list[deque[tuple[int, T]]] = [deque() for _ in maxsizes]
         self._maxsizes = [size if size > 0 else 0 for size in maxsizes]
         self._sequence = 0
-        self._condition = threading.Condition(threading.Lock())
+        lock = threading.Lock()
+        self._condition = threading.Condition(lock)
+        # The kinds of each get() blocked right now, and a condition for wait_idle().
+        self._blocked_gets: list[Sequence[int]] = []
+        self._idle_condition = threading.Condition(lock)
         self.closed = False
+
+    def _idle_locked(self) -> bool:
+        boxes = self._boxes
+        return self.closed or any(
+            all(not boxes[kind] for kind in kinds) for kinds in self._blocked_gets
+        )
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until a ``get`` is blocked with nothing to take, or the mailbox is closed.
+
+        A ``get`` that blocks shows that its caller has handled every item it took before
+        and is asking for more. Returns False after ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else monotonic() + timeout
+        with self._condition:
+            while not self._idle_locked():
+                remaining = None if deadline is None else deadline - monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._idle_condition.wait(remaining)
+            return True
 
     def qsize(self, kind: int) -> int:
         return len(self._boxes[kind])
@@ -368,12 +393,18 @@ class SyncMailbox(Generic[T]):
                 remaining = None if deadline is None else deadline - monotonic()
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError("receive timed out")
-                self._condition.wait(remaining)
+                self._blocked_gets.append(kinds)
+                self._idle_condition.notify_all()
+                try:
+                    self._condition.wait(remaining)
+                finally:
+                    self._blocked_gets.remove(kinds)
 
     def close(self) -> None:
         with self._condition:
             self.closed = True
             self._condition.notify_all()
+            self._idle_condition.notify_all()
 
 
 class TaskHandle:

@@ -105,6 +105,7 @@ class WebSocketClient:
 
     def __init__(self, connector: TCPConnector | None = None) -> None:
         self.connector = connector or TCPConnector()
+        """Opens the transport of each new connection."""
         self._connections: list[WebSocketConnection] = []
 
     def connect(
@@ -186,6 +187,8 @@ class WebSocketClient:
             max_size=max_size,
             # Set before the handshake: frames may arrive in the same read as the response.
             stream_messages=bool(options.get("stream_fragments", False)),
+            # The reader fails the connection once the messages before the error are handled.
+            defer_failure=True,
         )
         if max_frame_size is not None and max_frame_size <= 0:
             raise ValueError("max_frame_size must be positive or None")
@@ -221,6 +224,9 @@ class WebSocketClient:
                     # The handshake succeeded but the first frames were invalid.
                     early_error = exc
             if handler is not None and protocol.subprotocol != handler.name:
+                # The upgrade succeeded, so say goodbye properly before giving up.
+                protocol.send_close(1008, f"subprotocol {handler.name} required")
+                stream.write_nowait(protocol.data_to_send())
                 raise HandshakeError(
                     f"the server did not select subprotocol {handler.name!r} "
                     f"(selected: {protocol.subprotocol!r})"

@@ -24,6 +24,12 @@ parsed before the bad frame are still returned by ``events_received``. Once CLOS
 I/O layer flushes ``data_to_send`` and closes the transport (a client first gives the
 server a moment to close TCP, RFC 6455 §7.1.1).
 
+With ``defer_failure`` the failure waits for the I/O layer instead: ``receive_data`` raises
+and ignores all further input, but queues nothing and stays OPEN, so that the application
+can still answer the messages that came before the bad frame; the I/O layer then calls
+:meth:`Connection.fail`, which queues the Close and moves to CLOSED. The peer thus sees its
+frames answered in the order it sent them, the Close for the bad frame last.
+
 Frames are parsed in place from the read buffer. A frame that is complete in the buffer is
 handled in one step; a data frame whose payload is still arriving is consumed as it comes,
 so memory and time stay linear in the message size and invalid UTF-8 is caught at the
@@ -186,6 +192,8 @@ class Connection:
             this many payload bytes; ``None`` never splits.
         stream_messages: Deliver :class:`Fragment` events as data arrives instead of whole
             messages.
+        defer_failure: On a protocol error, leave queuing the Close to :meth:`fail` (see
+            the module docstring).
     """
 
     def __init__(
@@ -197,6 +205,7 @@ class Connection:
         stream_messages: bool = False,
         state: State = State.OPEN,
         deflate: PerMessageDeflate | None = None,
+        defer_failure: bool = False,
     ) -> None:
         if max_size is not None and max_size <= 0:
             raise ValueError("max_size must be positive or None")
@@ -213,6 +222,7 @@ class Connection:
         self.close_code_sent: int | None = None
         self.close_reason_sent: str | None = None
         self.failure: ProtocolError | None = None
+        self.defer_failure = defer_failure
         self.eof_received = False
 
         self._mask_outgoing = role is Role.CLIENT
@@ -243,14 +253,15 @@ class Connection:
 
         Raises:
             ProtocolError: The peer violated the protocol; a Close frame with
-                ``exc.close_code`` is queued and the state is CLOSED.
+                ``exc.close_code`` is queued and the state is CLOSED (with
+                ``defer_failure``: nothing is queued until :meth:`fail`).
             HandshakeError: Client role, CONNECTING: the handshake failed.
         """
         if self.state is State.CONNECTING:
             data = self._receive_handshake_data(data)
             if not data or self.state is State.CONNECTING:
                 return
-        if self.state is _CLOSED or not data:
+        if self.state is _CLOSED or not data or self.failure is not None:
             return
         pending = self._pending
         if pending:
@@ -261,7 +272,12 @@ class Connection:
         try:
             consumed = self._parse(buffer)
         except ProtocolError as exc:
-            self._fail(exc)
+            if self.defer_failure:
+                self.failure = exc
+                self._pending.clear()
+                self._abandon_message()
+            else:
+                self._fail(exc)
             raise
         if buffer is pending:
             del pending[:consumed]
@@ -309,6 +325,11 @@ class Connection:
         position = 0
         end = len(buffer)
         events = self._events
+        # Payloads of whole continuation frames of the current message, handed on together
+        # (one inflate or UTF-8 step for a run of small fragments instead of one per frame)
+        # before anything else is processed, so the outcome is the same as frame by frame.
+        batch: list[bytes | bytearray] = []
+        batched = 0
         while position < end and self.state is not _CLOSED:
             if self._frame_remaining:
                 position = self._consume_payload(buffer, position, end)
@@ -331,6 +352,32 @@ class Connection:
                 header = 10
                 if length >> 63:
                     raise ProtocolError("frame length has the most significant bit set")
+            if (
+                not first & 0x7F  # a continuation frame without RSV bits
+                and not second & 0x80
+                and position + header + length <= end
+                and self._message_opcode is not None
+                and not self._expect_masked
+                and not self.stream_messages
+                and (
+                    self._message_compressed
+                    or self.max_size is None
+                    or self._message_size + batched + length <= self.max_size
+                )
+            ):
+                stop = position + header + length
+                batch.append(buffer[position + header : stop])
+                batched += length
+                position = stop
+                if first & 0x80:
+                    self._message_payload(b"".join(batch), True)
+                    batch = []
+                    batched = 0
+                continue
+            if batch:
+                self._message_payload(b"".join(batch), False)
+                batch = []
+                batched = 0
             masked = second & 0x80
             if masked:
                 header += 4
@@ -393,6 +440,8 @@ class Connection:
                 self._message_payload(b"", bool(fin))
             else:
                 self._frame_remaining = length
+        if batch:
+            self._message_payload(b"".join(batch), False)
         return position
 
     def _check_rsv(self, first: int, opcode: int) -> None:
@@ -502,6 +551,15 @@ class Connection:
             self.state = _CLOSED
             self._abandon_message()
 
+    def fail(self) -> None:
+        """Fail the connection for the protocol error deferred by ``defer_failure``.
+
+        Queues the Close (unless closing had started) and moves to CLOSED; does nothing
+        when no failure is pending.
+        """
+        if self.failure is not None and self.state is not _CLOSED:
+            self._fail(self.failure)
+
     def _fail(self, exc: ProtocolError) -> None:
         """Fail the WebSocket connection (RFC 6455 §7.1.7)."""
         self.failure = exc
@@ -562,6 +620,11 @@ class Connection:
                     masked=self._mask_outgoing,
                 )
             )
+
+    @property
+    def sending_fragmented_message(self) -> bool:
+        """Whether a message sent with ``fin=False`` still awaits its final fragment."""
+        return self._out_opcode is not None
 
     def send_text(
         self, data: str | bytes | bytearray | memoryview, *, fin: bool = True, compress: bool = True
@@ -660,7 +723,7 @@ class ClientConnection(Connection):
         origin: Value of the Origin header.
         user_agent: Value of the User-Agent header; ``None`` sends none.
         deflate_options: permessage-deflate offer; ``None`` disables compression.
-        max_size, max_frame_size, stream_messages: See :class:`Connection`.
+        max_size, max_frame_size, stream_messages, defer_failure: See :class:`Connection`.
     """
 
     def __init__(
@@ -675,6 +738,7 @@ class ClientConnection(Connection):
         max_size: int | None = DEFAULT_MAX_SIZE,
         max_frame_size: int | None = None,
         stream_messages: bool = False,
+        defer_failure: bool = False,
     ) -> None:
         super().__init__(
             Role.CLIENT,
@@ -682,6 +746,7 @@ class ClientConnection(Connection):
             max_frame_size=max_frame_size,
             stream_messages=stream_messages,
             state=State.CONNECTING,
+            defer_failure=defer_failure,
         )
         self.handshake = ClientHandshake(
             uri,
