@@ -35,7 +35,7 @@ __all__ = [
 T = TypeVar("T")
 monotonic = time.monotonic
 
-_RECEIVE_SIZE = 256 * 1024
+_RECEIVE_SIZE = 64 * 1024
 _WOULD_BLOCK = (BlockingIOError, ssl_module.SSLWantReadError, ssl_module.SSLWantWriteError)
 _ERROR_EVENTS = select.POLLERR | select.POLLHUP | select.POLLNVAL
 
@@ -61,6 +61,12 @@ class SyncStream:
         self._eof = False
         self._high_water = 64 * 1024
         self._low_water = 16 * 1024
+        # Used by the one reader thread only.
+        self._receive_view: memoryview | None = None
+        self._read_poller = select.poll()
+        self._read_poller.register(self._fd, select.POLLIN)
+        self._plain = not isinstance(sock, ssl_module.SSLSocket)
+        self._wait_before_reading = False
 
     def read(self, timeout: float | None = None) -> bytes:
         """Return the next bytes available; ``b""`` at end of stream.
@@ -74,26 +80,41 @@ class SyncStream:
         """
         deadline = None if timeout is None else monotonic() + timeout
         sock = self._sock
+        view = self._receive_view
+        if view is None:
+            view = self._receive_view = memoryview(bytearray(_RECEIVE_SIZE))
         while True:
             if self._aborted:
                 return b""
-            try:
-                data = sock.recv(_RECEIVE_SIZE)
-            except _WOULD_BLOCK:
-                pass
-            except OSError:
-                if self._aborted:
-                    return b""
-                raise
-            else:
-                if not data:
-                    self._eof = True
-                return data
+            if not self._wait_before_reading:
+                try:
+                    # Into a reused buffer: recv() would allocate its whole size every call.
+                    received = sock.recv_into(view)
+                except _WOULD_BLOCK:
+                    pass
+                except OSError:
+                    if self._aborted:
+                        return b""
+                    raise
+                else:
+                    if not received:
+                        self._eof = True
+                        return b""
+                    # A short read drained the kernel buffer: next time, wait first instead
+                    # of a read that would fail. (TLS may hold decrypted bytes: always read.)
+                    self._wait_before_reading = self._plain and received < len(view)
+                    return view[:received].tobytes()
+            self._wait_before_reading = False
             remaining = None if deadline is None else deadline - monotonic()
             if remaining is not None and remaining <= 0:
                 raise TimeoutError("read timed out")
-            events = select.POLLIN | (select.POLLOUT if self._output else 0)
-            revents = _poll(self._fd, events, remaining)
+            poller = self._read_poller
+            if self._output:
+                poller.modify(self._fd, select.POLLIN | select.POLLOUT)
+            ready = poller.poll(None if remaining is None else remaining * 1000)
+            revents = ready[0][1] if ready else 0
+            if self._output:
+                poller.modify(self._fd, select.POLLIN)
             if revents & select.POLLOUT and not self._aborted:
                 self._flush()
             if revents & select.POLLNVAL:
