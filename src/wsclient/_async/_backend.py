@@ -117,8 +117,7 @@ async def _wait_future(future: asyncio.Future[None], timeout: float | None) -> b
     if timeout is None:
         await future
         return True
-    loop = asyncio.get_running_loop()
-    handle = loop.call_later(max(timeout, 0), _cancel_quietly, future)
+    handle = future.get_loop().call_later(max(timeout, 0), _cancel_quietly, future)
     try:
         await future
     except asyncio.CancelledError:
@@ -146,6 +145,8 @@ class AsyncStream:
     def __init__(self, transport: asyncio.Transport, protocol: _StreamProtocol) -> None:
         self._transport = transport
         self._protocol = protocol
+        # Cached: on Python 3.11 get_running_loop() costs a getpid() system call.
+        self._loop = asyncio.get_running_loop()
 
     async def read(self, timeout: float | None = None) -> bytes:
         """Return the next bytes available; ``b""`` at end of stream.
@@ -156,7 +157,7 @@ class AsyncStream:
         """
         protocol = self._protocol
         if not protocol.chunks and not protocol.eof:
-            waiter = protocol.read_waiter = asyncio.get_running_loop().create_future()
+            waiter = protocol.read_waiter = self._loop.create_future()
             try:
                 if not await _wait_future(waiter, timeout):
                     raise TimeoutError("read timed out")
@@ -193,7 +194,7 @@ class AsyncStream:
             raise ConnectionResetError("connection lost")
         if not protocol.writing_paused:
             return
-        waiter = asyncio.get_running_loop().create_future()
+        waiter = self._loop.create_future()
         protocol.drain_waiters.append(waiter)
         try:
             if not await _wait_future(waiter, timeout):
@@ -225,7 +226,7 @@ class AsyncStream:
         protocol = self._protocol
         if protocol.lost:
             return True
-        waiter = asyncio.get_running_loop().create_future()
+        waiter = self._loop.create_future()
         protocol.lost_waiters.append(waiter)
         return await _wait_future(waiter, timeout)
 
@@ -294,31 +295,39 @@ class AsyncLock:
 
 
 class AsyncEvent:
-    """A flag that tasks can wait on."""
+    """A flag that tasks can wait on (futures only: no task per wait, little memory)."""
+
+    __slots__ = ("_flag", "_waiters")
 
     def __init__(self) -> None:
-        self._event = asyncio.Event()
+        self._flag = False
+        self._waiters: list[asyncio.Future[None]] = []
 
     def set(self) -> None:
-        self._event.set()
+        self._flag = True
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
 
     def clear(self) -> None:
-        self._event.clear()
+        self._flag = False
 
     def is_set(self) -> bool:
-        return self._event.is_set()
+        return self._flag
 
     async def wait(self, timeout: float | None = None) -> bool:
         """Wait until set; return whether it is set (False after ``timeout`` seconds)."""
-        if self._event.is_set():
+        if self._flag:
             return True
-        waiter = asyncio.ensure_future(self._event.wait())
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
         try:
-            done, _ = await asyncio.wait({waiter}, timeout=timeout)
+            await _wait_future(waiter, timeout)
         finally:
-            if not waiter.done():
-                waiter.cancel()
-        return self._event.is_set()
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+        return self._flag
 
 
 class AsyncMailbox(Generic[T]):
@@ -337,7 +346,15 @@ class AsyncMailbox(Generic[T]):
         # The kinds of each get() blocked right now, and the wait_idle() callers.
         self._blocked_gets: list[Sequence[int]] = []
         self._idle_waiters: list[asyncio.Future[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.closed = False
+
+    def _new_future(self) -> asyncio.Future[None]:
+        # The loop is cached: on Python 3.11 get_running_loop() costs a getpid() call.
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop.create_future()
 
     def _wake_all(self) -> None:
         for waiter in self._waiters:
@@ -369,7 +386,7 @@ class AsyncMailbox(Generic[T]):
             remaining = None if deadline is None else deadline - monotonic()
             if remaining is not None and remaining <= 0:
                 return False
-            waiter = asyncio.get_running_loop().create_future()
+            waiter = self._new_future()
             self._idle_waiters.append(waiter)
             try:
                 await _wait_future(waiter, remaining)
@@ -379,7 +396,7 @@ class AsyncMailbox(Generic[T]):
         return True
 
     async def _wait(self, timeout: float | None) -> bool:
-        waiter = asyncio.get_running_loop().create_future()
+        waiter = self._new_future()
         self._waiters.append(waiter)
         try:
             return await _wait_future(waiter, timeout)
@@ -400,7 +417,8 @@ class AsyncMailbox(Generic[T]):
             return False
         self._sequence += 1
         self._boxes[kind].append((self._sequence, item))
-        self._wake_all()
+        if self._waiters or self._idle_waiters:
+            self._wake_all()
         return True
 
     async def put(self, kind: int, item: T) -> bool:

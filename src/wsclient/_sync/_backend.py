@@ -253,17 +253,9 @@ def open_stream(
     return SyncStream(sock)
 
 
-class StateLock:
-    """Guards state shared with background threads; held only for short, non-blocking work."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-
-    def __enter__(self) -> None:
-        self._lock.acquire()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._lock.release()
+# Guards state shared with background threads; held only for short, non-blocking work. The
+# C lock itself: its `with` costs no Python call (the async twin is a no-op class).
+StateLock = threading.Lock
 
 
 class SyncLock:
@@ -318,7 +310,20 @@ class SyncMailbox(Generic[T]):
         # The kinds of each get() blocked right now, and a condition for wait_idle().
         self._blocked_gets: list[Sequence[int]] = []
         self._idle_condition = threading.Condition(lock)
+        # Threads asleep on self._condition: notifying nobody still costs a Python call.
+        self._sleepers = 0
         self.closed = False
+
+    def _sleep(self, timeout: float | None) -> None:
+        self._sleepers += 1
+        try:
+            self._condition.wait(timeout)
+        finally:
+            self._sleepers -= 1
+
+    def _wake(self) -> None:
+        if self._sleepers:
+            self._condition.notify_all()
 
     def _idle_locked(self) -> bool:
         boxes = self._boxes
@@ -353,7 +358,7 @@ class SyncMailbox(Generic[T]):
             return False
         self._sequence += 1
         self._boxes[kind].append((self._sequence, item))
-        self._condition.notify_all()
+        self._wake()
         return True
 
     def put_nowait(self, kind: int, item: T) -> bool:
@@ -365,7 +370,7 @@ class SyncMailbox(Generic[T]):
         """Add ``item``, waiting while the box is full; False if the mailbox closed first."""
         with self._condition:
             while self.full(kind) and not self.closed:
-                self._condition.wait()
+                self._sleep(None)
             return self._put_locked(kind, item)
 
     def drop_oldest(self, kind: int) -> T | None:
@@ -374,7 +379,7 @@ class SyncMailbox(Generic[T]):
             if not box:
                 return None
             item = box.popleft()[1]
-            self._condition.notify_all()
+            self._wake()
             return item
 
     def _get_locked(self, kinds: Sequence[int]) -> tuple[int, T] | None:
@@ -388,7 +393,7 @@ class SyncMailbox(Generic[T]):
         if best_kind < 0:
             return None
         item = boxes[best_kind].popleft()[1]
-        self._condition.notify_all()
+        self._wake()
         return best_kind, item
 
     def get_nowait(self, kinds: Sequence[int]) -> tuple[int, T] | None:
@@ -417,7 +422,7 @@ class SyncMailbox(Generic[T]):
                 self._blocked_gets.append(kinds)
                 self._idle_condition.notify_all()
                 try:
-                    self._condition.wait(remaining)
+                    self._sleep(remaining)
                 finally:
                     self._blocked_gets.remove(kinds)
 

@@ -107,6 +107,7 @@ class WebSocketClient:
         self.connector = connector or TCPConnector()
         """Opens the transport of each new connection."""
         self._connections: list[WebSocketConnection] = []
+        self._prune_at = 64
 
     def connect(
         self,
@@ -262,7 +263,10 @@ class WebSocketClient:
         if output:
             stream.write_nowait(output)
         connection._start(start_keepalive and early_error is None, keepalive_interval)
-        self._connections = [conn for conn in self._connections if not conn.closed]
+        if len(self._connections) >= self._prune_at:
+            # Forget closed connections now and then: amortized O(1) per connect.
+            self._connections = [conn for conn in self._connections if not conn.closed]
+            self._prune_at = max(64, 2 * len(self._connections))
         self._connections.append(connection)
         return connection
 
