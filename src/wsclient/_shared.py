@@ -67,7 +67,7 @@ PONG_ONLY = (KIND_PONG,)
 ANY_MESSAGE = (KIND_TEXT, KIND_BINARY)
 
 
-@dataclass
+@dataclass(slots=True)
 class ConnectionStats:
     """Counters of one connection (see ``WebSocketConnection.stats``).
 

@@ -339,7 +339,8 @@ class AsyncMailbox(Generic[T]):
     """
 
     def __init__(self, maxsizes: Sequence[int]) -> None:
-        self._boxes: list[deque[tuple[int, T]]] = [deque() for _ in maxsizes]
+        # Created on first use: an idle connection then costs no deque at all.
+        self._boxes: list[deque[tuple[int, T]] | None] = [None] * len(maxsizes)
         self._maxsizes = [size if size > 0 else 0 for size in maxsizes]
         self._sequence = 0
         self._waiters: list[asyncio.Future[None]] = []
@@ -405,18 +406,23 @@ class AsyncMailbox(Generic[T]):
                 self._waiters.remove(waiter)
 
     def qsize(self, kind: int) -> int:
-        return len(self._boxes[kind])
+        box = self._boxes[kind]
+        return len(box) if box else 0
 
     def full(self, kind: int) -> bool:
         maxsize = self._maxsizes[kind]
-        return 0 < maxsize <= len(self._boxes[kind])
+        box = self._boxes[kind]
+        return 0 < maxsize <= (len(box) if box else 0)
 
     def put_nowait(self, kind: int, item: T) -> bool:
         """Add ``item`` unless the box is full or the mailbox closed; return whether added."""
         if self.closed or self.full(kind):
             return False
         self._sequence += 1
-        self._boxes[kind].append((self._sequence, item))
+        box = self._boxes[kind]
+        if box is None:
+            box = self._boxes[kind] = deque()
+        box.append((self._sequence, item))
         if self._waiters or self._idle_waiters:
             self._wake_all()
         return True
@@ -437,16 +443,16 @@ class AsyncMailbox(Generic[T]):
 
     def get_nowait(self, kinds: Sequence[int]) -> tuple[int, T] | None:
         """Take the earliest-arrived item among ``kinds``, or ``None`` if all are empty."""
+        best: deque[tuple[int, T]] | None = None
         best_kind = -1
-        best_sequence = 0
         boxes = self._boxes
         for kind in kinds:
             box = boxes[kind]
-            if box and (best_kind < 0 or box[0][0] < best_sequence):
-                best_kind, best_sequence = kind, box[0][0]
-        if best_kind < 0:
+            if box and (best is None or box[0][0] < best[0][0]):
+                best, best_kind = box, kind
+        if best is None:
             return None
-        item = boxes[best_kind].popleft()[1]
+        item = best.popleft()[1]
         if self._waiters:
             self._wake_all()
         return best_kind, item

@@ -302,7 +302,8 @@ class SyncMailbox(Generic[T]):
     """
 
     def __init__(self, maxsizes: Sequence[int]) -> None:
-        self._boxes: list[deque[tuple[int, T]]] = [deque() for _ in maxsizes]
+        # Created on first use: an idle connection then costs no deque at all.
+        self._boxes: list[deque[tuple[int, T]] | None] = [None] * len(maxsizes)
         self._maxsizes = [size if size > 0 else 0 for size in maxsizes]
         self._sequence = 0
         lock = threading.Lock()
@@ -347,17 +348,22 @@ class SyncMailbox(Generic[T]):
             return True
 
     def qsize(self, kind: int) -> int:
-        return len(self._boxes[kind])
+        box = self._boxes[kind]
+        return len(box) if box else 0
 
     def full(self, kind: int) -> bool:
         maxsize = self._maxsizes[kind]
-        return 0 < maxsize <= len(self._boxes[kind])
+        box = self._boxes[kind]
+        return 0 < maxsize <= (len(box) if box else 0)
 
     def _put_locked(self, kind: int, item: T) -> bool:
         if self.closed or self.full(kind):
             return False
         self._sequence += 1
-        self._boxes[kind].append((self._sequence, item))
+        box = self._boxes[kind]
+        if box is None:
+            box = self._boxes[kind] = deque()
+        box.append((self._sequence, item))
         self._wake()
         return True
 
@@ -383,16 +389,16 @@ class SyncMailbox(Generic[T]):
             return item
 
     def _get_locked(self, kinds: Sequence[int]) -> tuple[int, T] | None:
+        best: deque[tuple[int, T]] | None = None
         best_kind = -1
-        best_sequence = 0
         boxes = self._boxes
         for kind in kinds:
             box = boxes[kind]
-            if box and (best_kind < 0 or box[0][0] < best_sequence):
-                best_kind, best_sequence = kind, box[0][0]
-        if best_kind < 0:
+            if box and (best is None or box[0][0] < best[0][0]):
+                best, best_kind = box, kind
+        if best is None:
             return None
-        item = boxes[best_kind].popleft()[1]
+        item = best.popleft()[1]
         self._wake()
         return best_kind, item
 
