@@ -658,6 +658,10 @@ class WebSocketConnection:
 
     async def _receive(self, kinds: tuple[int, ...], timeout: float | None) -> tuple[int, Any]:
         if not self._streaming or kinds == PONG_ONLY:
+            # Most receives find a message already waiting: take it without a wait.
+            found = self._mailbox.get_nowait(kinds)
+            if found is not None:
+                return found
             return await self._get(kinds, timeout)
         await self._skip_abandoned_stream(timeout)
         deadline = None if timeout is None else _monotonic() + timeout

@@ -659,6 +659,10 @@ class WebSocketConnection:
 
     def _receive(self, kinds: tuple[int, ...], timeout: float | None) -> tuple[int, Any]:
         if not self._streaming or kinds == PONG_ONLY:
+            # Most receives find a message already waiting: take it without a wait.
+            found = self._mailbox.get_nowait(kinds)
+            if found is not None:
+                return found
             return self._get(kinds, timeout)
         self._skip_abandoned_stream(timeout)
         deadline = None if timeout is None else _monotonic() + timeout
