@@ -10,7 +10,7 @@ from helpers import TIMEOUT_UNIT
 from wsclient._async._backend import spawn
 from wsclient._async.client import WebSocketClient
 from wsclient.exceptions import ConnectionDisconnected, ProtocolError
-from wsclient.testing import WebSocketTestServer, close_with, silent
+from wsclient.testing import ServerSession, WebSocketTestServer, close_with, silent
 
 from ._util import eventually
 
@@ -151,3 +151,25 @@ async def test_concurrent_closes_all_return_once_closed(test_server: Any) -> Non
             assert await closer.join(TIMEOUT_UNIT)
         assert finished == [True, True, True, True]
         assert connection.close_code == 1000
+
+
+def _push_then_wait(session: ServerSession) -> None:
+    for index in range(50):
+        session.send_text(f"m{index}")
+    session.closed.wait(60)
+
+
+async def test_close_completes_while_the_buffer_is_full() -> None:
+    with WebSocketTestServer(_push_then_wait) as server:
+        async with WebSocketClient() as client:
+            connection = await client.connect(
+                server.url, close_timeout=30, conn_opts={"text_queue_maxsize": 2}
+            )
+            await eventually(lambda: connection.stats.text_buffered == 2)
+            await connection.close()  # the reader must get past the full buffer
+            assert connection.closed_cleanly
+            assert connection.stats.dropped_text > 0
+            assert await connection.receive_text(timeout=TIMEOUT_UNIT) == "m0"
+            assert await connection.receive_text(timeout=TIMEOUT_UNIT) == "m1"
+            with pytest.raises(ConnectionDisconnected):
+                await connection.receive_text(timeout=TIMEOUT_UNIT)

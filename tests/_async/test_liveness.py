@@ -100,3 +100,48 @@ async def test_server_push_then_close_delivers_everything() -> None:
                 received.append(message.data)
             assert received == [f"push {index}" for index in range(200)]
             assert connection.close_code == 1000
+
+
+def _chatty_but_never_pongs(session: ServerSession) -> None:
+    session.ignore_pings()
+    # The wait paces the scripted peer; it is not a test waiting for something to happen.
+    while not session.received_close.wait(0.01):
+        try:
+            session.send_text("tick")
+        except ConnectionDisconnected:
+            return
+
+
+async def test_inbound_data_counts_as_proof_of_life() -> None:
+    with WebSocketTestServer(_chatty_but_never_pongs) as server:
+        async with WebSocketClient() as client:
+            connection = await client.connect(server.url, keepalive_interval=0.05, ping_timeout=0.5)
+            await eventually(lambda: connection.stats.pings_sent >= 5, 10 * TIMEOUT_UNIT)
+            # Several pings went unanswered, but data kept arriving: still open.
+            assert connection.close_code is None
+            assert await connection.receive_text(timeout=TIMEOUT_UNIT) == "tick"
+            await connection.close()
+            assert connection.close_code == 1000
+
+
+def _push_fifty(session: ServerSession) -> None:
+    for index in range(50):
+        session.send_text(f"m{index}")
+    session.closed.wait(60)
+
+
+async def test_a_slow_application_is_not_mistaken_for_a_dead_peer() -> None:
+    with WebSocketTestServer(_push_fifty) as server:
+        async with WebSocketClient() as client:
+            connection = await client.connect(
+                server.url,
+                keepalive_interval=0.05,
+                ping_timeout=0.1,
+                conn_opts={"text_queue_maxsize": 1},
+            )
+            # The buffer is full, so reading pauses and the pongs wait behind unread data.
+            await eventually(lambda: connection.stats.pings_sent >= 5, 10 * TIMEOUT_UNIT)
+            assert connection.close_code is None
+            received = [await connection.receive_text(timeout=TIMEOUT_UNIT) for _ in range(50)]
+            assert received == [f"m{index}" for index in range(50)]
+            assert connection.close_code is None

@@ -11,7 +11,7 @@ from helpers import TIMEOUT_UNIT
 from wsclient._sync._backend import spawn
 from wsclient._sync.client import WebSocketClient
 from wsclient.exceptions import ConnectionDisconnected, ProtocolError
-from wsclient.testing import WebSocketTestServer, close_with, silent
+from wsclient.testing import ServerSession, WebSocketTestServer, close_with, silent
 
 from ._util import eventually
 
@@ -152,3 +152,25 @@ def test_concurrent_closes_all_return_once_closed(test_server: Any) -> None:
             assert closer.join(TIMEOUT_UNIT)
         assert finished == [True, True, True, True]
         assert connection.close_code == 1000
+
+
+def _push_then_wait(session: ServerSession) -> None:
+    for index in range(50):
+        session.send_text(f"m{index}")
+    session.closed.wait(60)
+
+
+def test_close_completes_while_the_buffer_is_full() -> None:
+    with WebSocketTestServer(_push_then_wait) as server:
+        with WebSocketClient() as client:
+            connection = client.connect(
+                server.url, close_timeout=30, conn_opts={"text_queue_maxsize": 2}
+            )
+            eventually(lambda: connection.stats.text_buffered == 2)
+            connection.close()  # the reader must get past the full buffer
+            assert connection.closed_cleanly
+            assert connection.stats.dropped_text > 0
+            assert connection.receive_text(timeout=TIMEOUT_UNIT) == "m0"
+            assert connection.receive_text(timeout=TIMEOUT_UNIT) == "m1"
+            with pytest.raises(ConnectionDisconnected):
+                connection.receive_text(timeout=TIMEOUT_UNIT)

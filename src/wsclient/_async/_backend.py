@@ -349,6 +349,7 @@ class AsyncMailbox(Generic[T]):
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self.closed = False
+        self.puts_never_wait = False
 
     def _new_future(self) -> asyncio.Future[None]:
         # The loop is cached: on Python 3.11 get_running_loop() costs a getpid() call.
@@ -428,10 +429,19 @@ class AsyncMailbox(Generic[T]):
         return True
 
     async def put(self, kind: int, item: T) -> bool:
-        """Add ``item``, waiting while the box is full; False if the mailbox closed first."""
-        while self.full(kind) and not self.closed:
+        """Add ``item``, waiting while the box is full.
+
+        Returns False, without adding it, when the mailbox is closed or stops waiting
+        first (see :meth:`stop_waiting_puts`).
+        """
+        while self.full(kind) and not self.closed and not self.puts_never_wait:
             await self._wait(None)
         return self.put_nowait(kind, item)
+
+    def stop_waiting_puts(self) -> None:
+        """From now on ``put`` into a full box returns False at once; ``get`` is unchanged."""
+        self.puts_never_wait = True
+        self._wake_all()
 
     def drop_oldest(self, kind: int) -> T | None:
         box = self._boxes[kind]

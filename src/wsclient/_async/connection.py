@@ -334,10 +334,18 @@ class WebSocketConnection:
         # The application is slower than the peer: stop reading until it catches up.
         self._reading_paused = True
         try:
-            await mailbox.put(kind, data)
+            delivered = await mailbox.put(kind, data)
         finally:
             self._reading_paused = False
             self._last_received = _monotonic()
+        if not delivered and not mailbox.closed:
+            # Closing: the reader must reach the server's Close, so what no longer fits is
+            # dropped (and counted); the messages already buffered are still delivered.
+            if kind == KIND_TEXT:
+                self._stats.dropped_text += 1
+            else:
+                self._stats.dropped_binary += 1
+            logger.debug("closing with a full buffer: dropped a message")
 
     def _on_pong(self, data: bytes) -> None:
         pending = self._pending_pings.pop(data, None)
@@ -579,6 +587,7 @@ class WebSocketConnection:
             logger.warning("closing: a fragmented message was interrupted by %r", exc)
             protocol.send_close(1011, "message interrupted")
             self._stream.write_nowait(protocol.data_to_send())
+            self._mailbox.stop_waiting_puts()
             if self._error is None:
                 self._error = exc
 
@@ -875,6 +884,7 @@ class WebSocketConnection:
                 self._stream.write_nowait(self._protocol.data_to_send())
         if self._error is None:
             self._error = TimeoutError(f"no pong within {self._ping_timeout} s")
+        self._mailbox.stop_waiting_puts()
         self._stream.abort()
 
     # Closing ----------------------------------------------------------------------------
@@ -899,6 +909,8 @@ class WebSocketConnection:
                     self._protocol.send_close(code, reason)
                     logger.debug("> CLOSE %d %r", code, reason)
                 self._stream.write_nowait(self._protocol.data_to_send())
+        # A reader waiting for room in a full buffer would never see the server's Close.
+        self._mailbox.stop_waiting_puts()
         if not self._closed.is_set():
             try:
                 await self._stream.drain(self._close_timeout)

@@ -314,6 +314,7 @@ class SyncMailbox(Generic[T]):
         # Threads asleep on self._condition: notifying nobody still costs a Python call.
         self._sleepers = 0
         self.closed = False
+        self.puts_never_wait = False
 
     def _sleep(self, timeout: float | None) -> None:
         self._sleepers += 1
@@ -373,11 +374,21 @@ class SyncMailbox(Generic[T]):
             return self._put_locked(kind, item)
 
     def put(self, kind: int, item: T) -> bool:
-        """Add ``item``, waiting while the box is full; False if the mailbox closed first."""
+        """Add ``item``, waiting while the box is full.
+
+        Returns False, without adding it, when the mailbox is closed or stops waiting
+        first (see :meth:`stop_waiting_puts`).
+        """
         with self._condition:
-            while self.full(kind) and not self.closed:
+            while self.full(kind) and not self.closed and not self.puts_never_wait:
                 self._sleep(None)
             return self._put_locked(kind, item)
+
+    def stop_waiting_puts(self) -> None:
+        """From now on ``put`` into a full box returns False at once; ``get`` is unchanged."""
+        with self._condition:
+            self.puts_never_wait = True
+            self._condition.notify_all()
 
     def drop_oldest(self, kind: int) -> T | None:
         with self._condition:
