@@ -7,6 +7,18 @@ from collections.abc import Callable
 from helpers import TIMEOUT_UNIT
 
 from wsclient._async._backend import monotonic, sleep
+from wsclient.testing import ServerSession
+
+
+def push_then_wait(count: int) -> Callable[[ServerSession], None]:
+    """A test-server handler that sends texts m0 .. m{count-1}, then keeps the connection."""
+
+    def handler(session: ServerSession) -> None:
+        for index in range(count):
+            session.send_text(f"m{index}")
+        session.closed.wait(60)
+
+    return handler
 
 
 async def eventually(predicate: Callable[[], object], timeout: float = TIMEOUT_UNIT) -> None:

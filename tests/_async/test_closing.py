@@ -10,9 +10,9 @@ from helpers import TIMEOUT_UNIT
 from wsclient._async._backend import spawn
 from wsclient._async.client import WebSocketClient
 from wsclient.exceptions import ConnectionDisconnected, ProtocolError
-from wsclient.testing import ServerSession, WebSocketTestServer, close_with, silent
+from wsclient.testing import WebSocketTestServer, close_with, silent
 
-from ._util import eventually
+from ._util import eventually, push_then_wait
 
 
 async def test_client_close_runs_the_handshake(test_server: Any) -> None:
@@ -153,14 +153,8 @@ async def test_concurrent_closes_all_return_once_closed(test_server: Any) -> Non
         assert connection.close_code == 1000
 
 
-def _push_then_wait(session: ServerSession) -> None:
-    for index in range(50):
-        session.send_text(f"m{index}")
-    session.closed.wait(60)
-
-
 async def test_close_completes_while_the_buffer_is_full() -> None:
-    with WebSocketTestServer(_push_then_wait) as server:
+    with WebSocketTestServer(push_then_wait(50)) as server:
         async with WebSocketClient() as client:
             connection = await client.connect(
                 server.url, close_timeout=30, conn_opts={"text_queue_maxsize": 2}

@@ -12,7 +12,7 @@ from wsclient._sync.client import WebSocketClient
 from wsclient.exceptions import ConnectionDisconnected, ReadTimeout
 from wsclient.testing import ServerSession, WebSocketTestServer, never_pong
 
-from ._util import eventually
+from ._util import eventually, push_then_wait
 
 
 def test_ping_and_receive_pong(echo_url: str) -> None:
@@ -125,14 +125,8 @@ def test_inbound_data_counts_as_proof_of_life() -> None:
             assert connection.close_code == 1000
 
 
-def _push_fifty(session: ServerSession) -> None:
-    for index in range(50):
-        session.send_text(f"m{index}")
-    session.closed.wait(60)
-
-
 def test_a_slow_application_is_not_mistaken_for_a_dead_peer() -> None:
-    with WebSocketTestServer(_push_fifty) as server:
+    with WebSocketTestServer(push_then_wait(50)) as server:
         with WebSocketClient() as client:
             connection = client.connect(
                 server.url,
