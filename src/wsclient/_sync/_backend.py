@@ -35,7 +35,7 @@ __all__ = [
 T = TypeVar("T")
 monotonic = time.monotonic
 
-_RECEIVE_SIZE = 64 * 1024
+_RECEIVE_SIZE = 256 * 1024
 _WOULD_BLOCK = (BlockingIOError, ssl_module.SSLWantReadError, ssl_module.SSLWantWriteError)
 _ERROR_EVENTS = select.POLLERR | select.POLLHUP | select.POLLNVAL
 
