@@ -330,6 +330,10 @@ class Connection:
         # before anything else is processed, so the outcome is the same as frame by frame.
         batch: list[bytes | bytearray] = []
         batched = 0
+        # Constant during one call; locals are cheaper than attribute loads per frame.
+        expect_masked = self._expect_masked
+        stream_messages = self.stream_messages
+        max_size = self.max_size
         while position < end and self.state is not _CLOSED:
             if self._frame_remaining:
                 position = self._consume_payload(buffer, position, end)
@@ -383,7 +387,7 @@ class Connection:
                 header += 4
             if end - position < header:
                 break
-            if bool(masked) is not self._expect_masked:
+            if bool(masked) is not expect_masked:
                 raise ProtocolError(
                     "masked frame from the server" if masked else "unmasked frame from client"
                 )
@@ -408,7 +412,6 @@ class Connection:
                 self._control_frame(opcode, payload)
                 continue
 
-            self._start_data_frame(opcode, fin, first & 0x40, length)
             stop = position + header + length
             if (
                 stop <= end
@@ -416,10 +419,12 @@ class Connection:
                 and opcode
                 and not masked
                 and not (first & 0x40)
-                and not self.stream_messages
+                and self._message_opcode is None
+                and not stream_messages
+                and (max_size is None or length <= max_size)
             ):
-                # Fast path: a whole, unfragmented, uncompressed message in the buffer.
-                self._message_opcode = None
+                # Fast path: a whole, unfragmented, uncompressed message in the buffer (the
+                # checks of _start_data_frame all pass for it, so that call is skipped).
                 if opcode == OP_TEXT:
                     try:
                         text = buffer[position + header : stop].decode()
@@ -430,6 +435,7 @@ class Connection:
                     events.append(BinaryMessage(bytes(buffer[position + header : stop])))
                 position = stop
                 continue
+            self._start_data_frame(opcode, fin, first & 0x40, length)
             self._frame_fin = bool(fin)
             self._frame_key = (
                 bytes(buffer[position + header - 4 : position + header]) if masked else None
