@@ -290,18 +290,23 @@ class WebSocketConnection:
 
     def _dispatch(self, events: list[Event]) -> None:
         stats = self._stats
+        put_nowait = self._mailbox.put_nowait
         if logger.isEnabledFor(DEBUG):
             for event in events:
                 logger.debug("< %s", _describe(event))
         for event in events:
+            # put_nowait first: waiting (a full buffer) is the exception, and a call to the
+            # waiting path costs an extra call per message.
             if isinstance(event, TextMessage):
                 stats.messages_in += 1
                 stats.bytes_in += len(event.data)
-                self._deliver(KIND_TEXT, event.data)
+                if not put_nowait(KIND_TEXT, event.data):
+                    self._deliver(KIND_TEXT, event.data)
             elif isinstance(event, BinaryMessage):
                 stats.messages_in += 1
                 stats.bytes_in += len(event.data)
-                self._deliver(KIND_BINARY, event.data)
+                if not put_nowait(KIND_BINARY, event.data):
+                    self._deliver(KIND_BINARY, event.data)
             elif isinstance(event, Fragment):
                 if event.last:
                     stats.messages_in += 1
