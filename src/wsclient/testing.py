@@ -88,7 +88,7 @@ from .protocol.handshake import ServerHandshake
 
 __all__ = [
     "Handler",
-    "Message",
+    "ClientMessage",
     "Refusal",
     "ServerSession",
     "WebSocketTestServer",
@@ -112,8 +112,9 @@ anything is read, so settings such as :meth:`ServerSession.stop_reading` or
 :meth:`ServerSession.ignore_pings` apply from the very first frame.
 """
 
-Message = TextMessage | BinaryMessage
-"""A complete message received from the client."""
+ClientMessage = TextMessage | BinaryMessage
+"""A complete message received from the client (not to be confused with ``wsclient.Message``,
+what the client's own ``receive()`` returns)."""
 
 Refusal = tuple[int, str, bytes]
 """An HTTP refusal of the upgrade: ``(status, reason, body)``."""
@@ -406,7 +407,7 @@ class ServerSession:
         self._lock = threading.Lock()  # guards the core, the outbox and the counters
         self._write_lock = threading.Lock()  # held by the one thread writing to the socket
         self._outbox: list[bytes] = []
-        self._messages: queue.Queue[Message | None] = queue.Queue()
+        self._messages: queue.Queue[ClientMessage | None] = queue.Queue()
         self._ignore_pings = False
         self._paused = False
         self._read_condition = threading.Condition()
@@ -447,7 +448,7 @@ class ServerSession:
 
     # Receiving -----------------------------------------------------------------------------
 
-    def receive(self, timeout: float | None = 5.0) -> Message | None:
+    def receive(self, timeout: float | None = 5.0) -> ClientMessage | None:
         """Return the next message from the client.
 
         Pings are answered by the core (unless :meth:`ignore_pings`) and never returned.
