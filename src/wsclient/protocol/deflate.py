@@ -86,6 +86,14 @@ def _window_bits(name: str, value: str | None) -> int:
     return bits
 
 
+def _answered_window_bits(name: str, value: str | None, offered: int | None) -> int:
+    """A window size in the server's answer, at most the one offered (RFC 7692 §7.1.2)."""
+    bits = _window_bits(name, value)
+    if offered is not None and bits > offered:
+        raise ValueError(f"{name}={bits} exceeds the offered {offered}")
+    return bits
+
+
 @dataclass(frozen=True, slots=True)
 class DeflateOptions:
     """What the client offers, and how it compresses.
@@ -165,25 +173,9 @@ class DeflateOptions:
                         raise ValueError("client_no_context_takeover takes no value")
                     client_no_takeover = True
                 elif name == "server_max_window_bits":
-                    server_bits = _window_bits(name, value)
-                    if (
-                        self.server_max_window_bits is not None
-                        and server_bits > self.server_max_window_bits
-                    ):
-                        raise ValueError(
-                            f"server_max_window_bits={server_bits} exceeds the offered "
-                            f"{self.server_max_window_bits}"
-                        )
+                    server_bits = _answered_window_bits(name, value, self.server_max_window_bits)
                 elif name == "client_max_window_bits":
-                    client_bits = _window_bits(name, value)
-                    if (
-                        self.client_max_window_bits is not None
-                        and client_bits > self.client_max_window_bits
-                    ):
-                        raise ValueError(
-                            f"client_max_window_bits={client_bits} exceeds the offered "
-                            f"{self.client_max_window_bits}"
-                        )
+                    client_bits = _answered_window_bits(name, value, self.client_max_window_bits)
                 else:
                     raise ValueError(f"unknown parameter {name}")
             if self.server_no_context_takeover and not server_no_takeover:
