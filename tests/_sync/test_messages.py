@@ -9,6 +9,8 @@ from helpers import TIMEOUT_UNIT
 from wsclient._shared import MessageType
 from wsclient._sync.client import WebSocketClient
 from wsclient.exceptions import ConnectionDisconnected, ReadTimeout, WebSocketError
+from wsclient.protocol.connection import DIRECT_RECEIVE_MIN
+from wsclient.testing import WebSocketTestServer, send_then_close
 
 from ._util import eventually
 
@@ -35,6 +37,24 @@ def test_large_messages_both_ways(echo_url: str) -> None:
         text = "ü" * 300_000
         connection.send_text(text, compress=False)
         assert connection.receive_text(timeout=TIMEOUT_UNIT) == text
+
+
+def test_large_binary_messages_in_a_row_while_the_application_lags() -> None:
+    # Large binary messages are read straight into their own buffers; with a buffer of one
+    # message the reader pauses, so later ones arrive while nobody reads and are copied.
+    sizes = [DIRECT_RECEIVE_MIN - 1, DIRECT_RECEIVE_MIN, 70_000, 1_048_579, 300_000, 65_536 * 3]
+    messages: list[str | bytes] = []
+    for index, size in enumerate(sizes):
+        messages.append(bytes([index]) * size)
+        messages.append(f"after {index}")
+    with WebSocketTestServer(send_then_close(messages)) as server:
+        with WebSocketClient() as client:
+            connection = client.connect(
+                server.url, max_size=None, compression=None, conn_opts={"binary_queue_maxsize": 1}
+            )
+            received = [connection.receive(timeout=TIMEOUT_UNIT) for _ in messages]
+            assert [message.data for message in received] == messages
+            assert all(type(message.data) in (bytes, str) for message in received)
 
 
 def test_typed_receives_never_take_the_other_type(echo_url: str) -> None:

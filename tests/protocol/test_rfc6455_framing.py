@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import random
+import zlib
 from collections import deque
 
 import pytest
 
-from wsclient.exceptions import ConnectionDisconnected
+from wsclient.exceptions import ConnectionDisconnected, MessageTooBig
 from wsclient.protocol import (
     BinaryMessage,
     Connection,
@@ -21,6 +22,8 @@ from wsclient.protocol import (
     frames,
     mask,
 )
+from wsclient.protocol.connection import DIRECT_RECEIVE_MAX_UNLIMITED, DIRECT_RECEIVE_MIN
+from wsclient.protocol.deflate import DeflateOptions
 
 from .support import (
     OP_BINARY,
@@ -640,3 +643,139 @@ class TestRFCExamples:
         client = open_client()
         client.receive_data(raw)
         assert client.events_received() == [BinaryMessage(data)]
+
+
+class TestLargeMessageReadInPlace:
+    """A large binary message that is still arriving is read straight into its own buffer."""
+
+    SIZE = 300_000
+
+    def arriving(self, client: Connection, data: bytes, first_chunk: int) -> bytes:
+        """Feed the header and ``first_chunk`` payload bytes; return the rest of the frame."""
+        raw = frame(OP_BINARY, data)
+        header = len(raw) - len(data)
+        client.receive_data(raw[: header + first_chunk])
+        return raw[header + first_chunk :]
+
+    @pytest.mark.parametrize("first_chunk", [0, 1, 4096])
+    @pytest.mark.parametrize("read_size", [1, 7, 65536, 1 << 20])
+    def test_reading_into_the_receive_buffer_delivers_the_message(
+        self, first_chunk: int, read_size: int
+    ) -> None:
+        client = open_client()
+        data = os.urandom(self.SIZE if read_size > 1 else DIRECT_RECEIVE_MIN)
+        rest = self.arriving(client, data, first_chunk)
+        reads = 0
+        while rest:
+            target = client.receive_buffer()
+            assert target is not None and len(target) == len(rest)
+            assert not target.readonly
+            taken = min(read_size, len(rest))
+            target[:taken] = rest[:taken]
+            target.release()
+            assert client.events_received() == []
+            client.receive_buffer_filled(taken)
+            rest = rest[taken:]
+            reads += 1
+        assert client.receive_buffer() is None
+        assert client.events_received() == [BinaryMessage(data)]
+        assert reads == -(-(len(data) - first_chunk) // read_size)
+
+    def test_the_message_is_immutable_bytes(self) -> None:
+        client = open_client()
+        data = os.urandom(self.SIZE)
+        rest = self.arriving(client, data, 10)
+        target = client.receive_buffer()
+        assert target is not None
+        target[:] = rest
+        client.receive_buffer_filled(len(rest))
+        (event,) = client.events_received()
+        assert isinstance(event, BinaryMessage) and type(event.data) is bytes
+        assert event.data == data
+        hash(event.data)
+
+    def test_bytes_after_the_message_in_the_same_chunk_are_parsed(self) -> None:
+        client = open_client()
+        data = payload_of(self.SIZE)
+        rest = self.arriving(client, data, 1000)
+        client.receive_data(rest + frame(OP_TEXT, "next") + frame(OP_PING, b"p"))
+        assert client.events_received() == [
+            BinaryMessage(data),
+            TextMessage("next"),
+            PingReceived(b"p"),
+        ]
+        assert client.receive_buffer() is None
+
+    def test_receive_data_and_the_receive_buffer_can_alternate(self) -> None:
+        client = open_client()
+        data = os.urandom(self.SIZE)
+        rest = self.arriving(client, data, 3)
+        while rest:
+            target = client.receive_buffer()
+            assert target is not None
+            target[:5000] = rest[:5000]
+            client.receive_buffer_filled(min(5000, len(rest)))
+            client.receive_data(rest[5000:7000])
+            rest = rest[7000:]
+        assert client.events_received() == [BinaryMessage(data)]
+
+    @pytest.mark.parametrize(
+        "raw",
+        [
+            pytest.param(frame(OP_TEXT, "x" * 100_000), id="text: UTF-8 is checked as it arrives"),
+            pytest.param(frame(OP_BINARY, b"x" * 100_000, fin=False), id="first fragment"),
+            pytest.param(frame(OP_BINARY, b"x" * 60_000), id="below DIRECT_RECEIVE_MIN"),
+        ],
+    )
+    def test_other_frames_use_receive_data(self, raw: bytes) -> None:
+        client = open_client()
+        client.receive_data(raw[:1000])
+        assert client.receive_buffer() is None
+
+    def test_not_when_streaming_fragments(self) -> None:
+        client = open_client(stream_messages=True)
+        client.receive_data(frame(OP_BINARY, b"x" * 100_000)[:1000])
+        assert client.receive_buffer() is None
+
+    def test_not_for_compressed_messages(self) -> None:
+        client = open_client(
+            "Sec-WebSocket-Extensions: permessage-deflate", deflate_options=DeflateOptions()
+        )
+        compressor = zlib.compressobj(wbits=-15)
+        compressed = compressor.compress(os.urandom(100_000)) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        client.receive_data(frame(OP_BINARY, compressed[:-4], rsv1=True)[:1000])
+        assert client.receive_buffer() is None
+
+    def test_max_size_is_checked_before_any_buffer_exists(self) -> None:
+        client = open_client(max_size=100_000)
+        with pytest.raises(MessageTooBig):
+            client.receive_data(frame(OP_BINARY, b"x" * 100_001)[:1000])
+        assert client.receive_buffer() is None
+
+    def test_without_max_size_a_header_alone_allocates_at_most_the_cap(self) -> None:
+        client = open_client(max_size=None)
+        client.receive_data(frame(OP_BINARY, b"abc", length=DIRECT_RECEIVE_MAX_UNLIMITED + 1))
+        assert client.receive_buffer() is None
+        capped = open_client(max_size=None)
+        capped.receive_data(frame(OP_BINARY, b"abc", length=DIRECT_RECEIVE_MAX_UNLIMITED))
+        target = capped.receive_buffer()
+        assert target is not None and len(target) == DIRECT_RECEIVE_MAX_UNLIMITED - 3
+
+    def test_end_of_stream_abandons_the_message(self) -> None:
+        client = open_client()
+        self.arriving(client, os.urandom(self.SIZE), 10)
+        target = client.receive_buffer()
+        assert target is not None
+        client.receive_eof()
+        assert client.receive_buffer() is None
+        # A read that was in flight when the connection ended is ignored.
+        client.receive_buffer_filled(len(target))
+        assert client.events_received() == []
+
+    def test_a_read_larger_than_the_buffer_is_refused(self) -> None:
+        client = open_client()
+        rest = self.arriving(client, os.urandom(self.SIZE), 10)
+        with pytest.raises(ValueError, match="cannot have been read"):
+            client.receive_buffer_filled(len(rest) + 1)
+        with pytest.raises(ValueError, match="cannot have been read"):
+            client.receive_buffer_filled(-1)

@@ -60,6 +60,10 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         self.writing_paused = False
         self.lost = False
         self.read_waiter: asyncio.Future[None] | None = None
+        # Set by AsyncStream.read_into while it waits: the next read lands there directly.
+        self.read_target: memoryview | None = None
+        self.target_filled = 0
+        self._filling_target = False
         self.drain_waiters: list[asyncio.Future[None]] = []
         self.lost_waiters: list[asyncio.Future[None]] = []
 
@@ -68,9 +72,18 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         self.transport = transport
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return _shared_receive_buffer()
+        target = self.read_target
+        # TLS may ask for a buffer and then fill none of it: the flag is reset every time.
+        self._filling_target = target is not None
+        return target if target is not None else _shared_receive_buffer()
 
     def buffer_updated(self, nbytes: int) -> None:
+        if self._filling_target:
+            self._filling_target = False
+            self.read_target = None
+            self.target_filled = nbytes
+            self._wake_reader()
+            return
         self.chunks.append(bytes(_shared_receive_buffer()[:nbytes]))
         self.buffered += nbytes
         if self.buffered > _READ_HIGH_WATER and not self.reading_paused:
@@ -176,6 +189,50 @@ class AsyncStream:
         if error is not None and not isinstance(error, ConnectionAbortedError):
             raise error
         return b""
+
+    async def read_into(self, target: memoryview, timeout: float | None = None) -> int:
+        """Read up to ``len(target)`` bytes into ``target``; return how many (0: end of stream).
+
+        Raises:
+            TimeoutError: Nothing arrived within ``timeout`` seconds.
+            OSError: The connection failed (reset, TLS error).
+        """
+        protocol = self._protocol
+        if not protocol.chunks and not protocol.eof:
+            waiter = protocol.read_waiter = self._loop.create_future()
+            protocol.read_target = target
+            protocol.target_filled = 0
+            try:
+                if not await _wait_future(waiter, timeout):
+                    raise TimeoutError("read timed out")
+            finally:
+                protocol.read_waiter = None
+                protocol.read_target = None
+            if protocol.target_filled:
+                return protocol.target_filled
+        chunks = protocol.chunks
+        if chunks:
+            # Bytes that arrived while nobody was reading: copy what fits.
+            filled = 0
+            wanted = len(target)
+            while chunks and filled < wanted:
+                chunk = chunks[0]
+                taken = min(len(chunk), wanted - filled)
+                target[filled : filled + taken] = memoryview(chunk)[:taken]
+                filled += taken
+                if taken == len(chunk):
+                    del chunks[0]
+                else:
+                    chunks[0] = chunk[taken:]
+            protocol.buffered -= filled
+            if protocol.reading_paused and protocol.buffered <= _READ_HIGH_WATER:
+                protocol.reading_paused = False
+                self._transport.resume_reading()
+            return filled
+        error = protocol.error
+        if error is not None and not isinstance(error, ConnectionAbortedError):
+            raise error
+        return 0
 
     def write_nowait(self, data: bytes) -> None:
         """Queue ``data`` for sending without waiting (order is kept across callers)."""

@@ -78,32 +78,42 @@ class SyncStream:
             TimeoutError: Nothing arrived within ``timeout`` seconds.
             OSError: The connection failed (reset, TLS error).
         """
-        deadline = None if timeout is None else monotonic() + timeout
-        sock = self._sock
         view = self._receive_view
         if view is None:
+            # Reused: recv() would allocate its whole size on every call.
             view = self._receive_view = memoryview(bytearray(_RECEIVE_SIZE))
+        received = self.read_into(view, timeout)
+        return view[:received].tobytes() if received else b""
+
+    def read_into(self, target: memoryview, timeout: float | None = None) -> int:
+        """Read up to ``len(target)`` bytes into ``target``; return how many (0: end of stream).
+
+        Raises:
+            TimeoutError: Nothing arrived within ``timeout`` seconds.
+            OSError: The connection failed (reset, TLS error).
+        """
+        deadline = None if timeout is None else monotonic() + timeout
+        sock = self._sock
         while True:
             if self._aborted:
-                return b""
+                return 0
             if not self._wait_before_reading:
                 try:
-                    # Into a reused buffer: recv() would allocate its whole size every call.
-                    received = sock.recv_into(view)
+                    received = sock.recv_into(target)
                 except _WOULD_BLOCK:
                     pass
                 except OSError:
                     if self._aborted:
-                        return b""
+                        return 0
                     raise
                 else:
                     if not received:
                         self._eof = True
-                        return b""
+                        return 0
                     # A short read drained the kernel buffer: next time, wait first instead
                     # of a read that would fail. (TLS may hold decrypted bytes: always read.)
-                    self._wait_before_reading = self._plain and received < len(view)
-                    return view[:received].tobytes()
+                    self._wait_before_reading = self._plain and received < len(target)
+                    return received
             self._wait_before_reading = False
             remaining = None if deadline is None else deadline - monotonic()
             if remaining is not None and remaining <= 0:
@@ -118,7 +128,7 @@ class SyncStream:
             if revents & select.POLLOUT and not self._aborted:
                 self._flush()
             if revents & select.POLLNVAL:
-                return b""
+                return 0
 
     def _flush(self) -> None:
         """Send what the socket takes now without blocking; keep the rest."""

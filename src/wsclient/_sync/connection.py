@@ -222,13 +222,23 @@ class WebSocketConnection:
                 if protocol.failure is not None:
                     self._fail_in_order()
                     continue
-                data = stream.read()
+                target = protocol.receive_buffer()
+                data: bytes | None = None
+                if target is None:
+                    data = stream.read()
+                    received = len(data)
+                else:
+                    # A large message is arriving: its bytes go straight to their place.
+                    received = stream.read_into(target)
+                    target.release()
                 with self._state_lock:
                     try:
-                        if data:
-                            protocol.receive_data(data)
-                        else:
+                        if not received:
                             protocol.receive_eof()
+                        elif data is None:
+                            protocol.receive_buffer_filled(received)
+                        else:
+                            protocol.receive_data(data)
                     except ProtocolError as exc:
                         logger.warning("failing the connection: %s", exc)
                         self._error = exc

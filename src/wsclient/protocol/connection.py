@@ -64,8 +64,10 @@ from .frames import (
     OP_TEXT,
     build_close_payload,
     build_frame,
+    filled_bytes,
     mask,
     parse_close_payload,
+    unfilled_bytes,
 )
 from .handshake import (
     DEFAULT_USER_AGENT,
@@ -78,6 +80,13 @@ from .handshake import (
 )
 
 DEFAULT_MAX_SIZE: Final = 4 * 1024 * 1024
+# A binary message at least this large that is still arriving gets a buffer of its own, which
+# the I/O layer reads into (see Connection.receive_buffer): one copy of the payload instead of
+# three. Below this size the extra read per message would cost more than the copies saved.
+DIRECT_RECEIVE_MIN: Final = 64 * 1024
+# The buffer is allocated when the frame header arrives, before the payload: without a
+# max_size, a header alone must not make us allocate more than this.
+DIRECT_RECEIVE_MAX_UNLIMITED: Final = 16 * 1024 * 1024
 _utf8_decoder_factory = codecs.getincrementaldecoder("utf-8")
 
 
@@ -242,6 +251,10 @@ class Connection:
         self._message_parts: list[bytes] | list[str] = []
         self._message_started = False
         self._utf8: codecs.IncrementalDecoder | None = None
+        # The large binary message being read straight into its own buffer, if any.
+        self._direct: bytes | bytearray | None = None
+        self._direct_view: memoryview | None = None
+        self._direct_filled = 0
         # The outgoing fragmented message, if any.
         self._out_opcode: int | None = None
         self._out_compressed = False
@@ -263,6 +276,11 @@ class Connection:
                 return
         if self.state is _CLOSED or not data or self.failure is not None:
             return
+        if self._direct is not None:
+            taken = self._fill_direct(data)
+            if taken == len(data):
+                return
+            data = data[taken:]
         pending = self._pending
         if pending:
             pending += data
@@ -283,6 +301,49 @@ class Connection:
             del pending[:consumed]
         elif consumed < len(buffer):
             pending += memoryview(buffer)[consumed:]
+
+    def receive_buffer(self) -> memoryview | None:
+        """Where the next bytes read should go, when reading into place saves a copy.
+
+        While a large binary message is arriving this is the unfilled part of the buffer
+        that becomes the message: the I/O layer may read into it and then call
+        :meth:`receive_buffer_filled`. ``None`` otherwise (use :meth:`receive_data`).
+        """
+        view = self._direct_view
+        if view is None or self.state is _CLOSED:
+            return None
+        return view[self._direct_filled :]
+
+    def receive_buffer_filled(self, nbytes: int) -> None:
+        """Record that ``nbytes`` were read into the view from :meth:`receive_buffer`.
+
+        Does nothing if the message was abandoned meanwhile (the connection failed).
+        """
+        view = self._direct_view
+        if view is None or self.state is _CLOSED:
+            return
+        if not 0 <= nbytes <= len(view) - self._direct_filled:
+            raise ValueError(f"{nbytes} bytes cannot have been read into the receive buffer")
+        self._direct_filled += nbytes
+        if self._direct_filled == len(view):
+            self._finish_direct()
+
+    def _fill_direct(self, data: bytes | bytearray) -> int:
+        view = self._direct_view
+        assert view is not None
+        filled = self._direct_filled
+        taken = min(len(view) - filled, len(data))
+        view[filled : filled + taken] = memoryview(data)[:taken]
+        self._direct_filled = filled + taken
+        if self._direct_filled == len(view):
+            self._finish_direct()
+        return taken
+
+    def _finish_direct(self) -> None:
+        direct, view = self._direct, self._direct_view
+        assert direct is not None and view is not None
+        self._direct = self._direct_view = None
+        self._events.append(BinaryMessage(filled_bytes(direct, view)))
 
     def receive_eof(self) -> None:
         """The transport reached end of stream (the peer closed TCP)."""
@@ -435,6 +496,25 @@ class Connection:
                     events.append(BinaryMessage(bytes(buffer[position + header : stop])))
                 position = stop
                 continue
+            if (
+                opcode == OP_BINARY
+                and fin
+                and length >= DIRECT_RECEIVE_MIN
+                and not masked
+                and not (first & 0x40)
+                and self._message_opcode is None
+                and not stream_messages
+                and length <= (DIRECT_RECEIVE_MAX_UNLIMITED if max_size is None else max_size)
+            ):
+                # Incomplete (the fast path above took it otherwise): the rest of the
+                # payload goes straight into the message's own buffer.
+                start = position + header
+                self._direct, view = unfilled_bytes(length)
+                view[: end - start] = memoryview(buffer)[start:end]
+                self._direct_view = view
+                self._direct_filled = end - start
+                position = end
+                break
             self._start_data_frame(opcode, fin, first & 0x40, length)
             self._frame_fin = bool(fin)
             self._frame_key = (
@@ -533,6 +613,9 @@ class Connection:
     def _abandon_message(self) -> None:
         if self._message_opcode is not None and self._message_compressed and self.deflate:
             self.deflate.reset_decompressor()
+        if self._direct_view is not None:
+            self._direct_view.release()
+        self._direct = self._direct_view = None
         self._message_opcode = None
         self._message_parts = []
         self._utf8 = None

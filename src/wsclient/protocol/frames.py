@@ -72,21 +72,51 @@ def _py_mask(data: bytes | bytearray | memoryview, key: bytes | bytearray) -> by
 
 
 _MaskFunction = Callable[[bytes | bytearray | memoryview, bytes | bytearray], bytes]
-_MaskIntoFunction = Callable[
-    [bytearray, int, bytes | bytearray | memoryview, bytes | bytearray], None
+_MaskedFrameFunction = Callable[
+    [bytes | bytearray, bytes | bytearray | memoryview, bytes | bytearray], bytes
 ]
+
+
+def _py_masked_frame(
+    header: bytes | bytearray, data: bytes | bytearray | memoryview, key: bytes | bytearray
+) -> bytes:
+    return bytes(header) + _py_mask(data, key)
+
+
+def _py_unfilled_bytes(size: int) -> tuple[bytes | bytearray, memoryview]:
+    buffer = bytearray(size)
+    return buffer, memoryview(buffer)
+
+
 _c_mask: _MaskFunction | None
-_c_mask_into: _MaskIntoFunction | None
+_c_masked_frame: _MaskedFrameFunction | None
+_c_unfilled_bytes: Callable[[int], tuple[bytes | bytearray, memoryview]] | None
 try:
     from ._mask import mask as _c_mask
-    from ._mask import mask_into as _c_mask_into
+    from ._mask import masked_frame as _c_masked_frame
+    from ._mask import unfilled_bytes as _c_unfilled_bytes
 except ImportError:  # built without a C compiler: the pure-Python path is used
-    _c_mask = _c_mask_into = None
+    _c_mask = _c_masked_frame = _c_unfilled_bytes = None
 
 #: ``mask(data, key)``: ``data`` XOR-ed with the repeated 4-byte ``key`` (its own inverse).
 mask: _MaskFunction = _c_mask or _py_mask
-#: ``mask_into(out, start, data, key)``: the same, written into ``out`` at ``start``.
-mask_into: _MaskIntoFunction = _c_mask_into or _py_mask_into
+#: ``masked_frame(header, data, key)``: ``header`` followed by ``mask(data, key)``, built
+#: in one allocation (a whole client frame without an intermediate copy).
+masked_frame: _MaskedFrameFunction = _c_masked_frame or _py_masked_frame
+#: ``unfilled_bytes(size)``: ``(data, view)``, a buffer of ``size`` bytes (at least 2) to fill
+#: through the writable ``view``. Compiled, ``data`` is the ``bytes`` object itself, so the
+#: filled message needs no copy; otherwise it is a ``bytearray`` (see ``filled_bytes``).
+unfilled_bytes: Callable[[int], tuple[bytes | bytearray, memoryview]] = (
+    _c_unfilled_bytes or _py_unfilled_bytes
+)
+
+
+def filled_bytes(data: bytes | bytearray, view: memoryview) -> bytes:
+    """The message filled through ``view`` (from :func:`unfilled_bytes`), as ``bytes``."""
+    view.release()
+    return data if type(data) is bytes else bytes(data)
+
+
 #: Which masking runs: "c" (the optional compiled module) or "python".
 MASK_IMPLEMENTATION = "c" if _c_mask is not None else "python"
 
@@ -114,7 +144,7 @@ def build_frame(
     fin: bool = True,
     rsv1: bool = False,
     masked: bool,
-) -> bytes | bytearray:
+) -> bytes:
     """Serialize one frame; with ``masked`` a fresh key from the OS random source is used."""
     first = opcode | (0x80 if fin else 0) | (0x40 if rsv1 else 0)
     length = len(payload)
@@ -128,13 +158,7 @@ def build_frame(
     if not masked:
         return header + payload
     key = _masking_key()
-    header += key
-    if length <= 1024:
-        return header + mask(payload, key)
-    out = bytearray(len(header) + length)
-    out[: len(header)] = header
-    mask_into(out, len(header), payload, key)
-    return out
+    return masked_frame(header + key, payload, key)
 
 
 # Close codes (RFC 6455 §7.4) ---------------------------------------------------------------

@@ -1,0 +1,89 @@
+"""The asyncio stream's reads into a caller's buffer (large messages are read into place)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from helpers import TIMEOUT_UNIT
+
+from wsclient._async._backend import open_stream
+
+
+async def _serve_once(payload: bytes) -> tuple[asyncio.Server, int]:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(payload)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def _wait_until(predicate: object) -> None:
+    assert callable(predicate)
+    deadline = asyncio.get_running_loop().time() + TIMEOUT_UNIT
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)
+
+
+async def test_bytes_that_arrived_before_read_into_are_copied_in_order() -> None:
+    payload = os.urandom(300_000)
+    server, port = await _serve_once(payload)
+    async with server:
+        stream = await open_stream("127.0.0.1", port, timeout=TIMEOUT_UNIT)
+        # Everything arrives, and the end of the stream, while nobody reads.
+        await _wait_until(lambda: stream._protocol.eof)
+        received = bytearray()
+        target = memoryview(bytearray(70_000))
+        while True:
+            count = await stream.read_into(target, timeout=TIMEOUT_UNIT)
+            if not count:
+                break
+            received += target[:count]
+        assert received == payload
+        assert stream.at_eof
+        stream.close()
+
+
+async def test_read_into_waits_and_fills_only_the_target() -> None:
+    payload = os.urandom(50_000)
+    server, port = await _serve_once(payload)
+    async with server:
+        stream = await open_stream("127.0.0.1", port, timeout=TIMEOUT_UNIT)
+        target = memoryview(bytearray(1000))
+        count = await stream.read_into(target, timeout=TIMEOUT_UNIT)
+        assert 0 < count <= 1000
+        assert bytes(target[:count]) == payload[:count]
+        # The rest stays for the next reads, whichever kind.
+        rest = bytearray()
+        while data := await stream.read(timeout=TIMEOUT_UNIT):
+            rest += data
+        assert bytes(target[:count]) + rest == payload
+        stream.close()
+
+
+async def test_read_into_times_out() -> None:
+    handled = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+        writer.close()
+        await writer.wait_closed()
+        handled.set()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        stream = await open_stream("127.0.0.1", port, timeout=TIMEOUT_UNIT)
+        try:
+            await stream.read_into(memoryview(bytearray(10)), timeout=0.01)
+        except TimeoutError:
+            pass
+        else:
+            raise AssertionError("read_into did not time out")
+        # A late arrival after the timeout goes to the buffered chunks, not the old target.
+        assert stream._protocol.read_target is None
+        stream.close()
+        await asyncio.wait_for(handled.wait(), TIMEOUT_UNIT)
