@@ -62,6 +62,9 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         self.read_waiter: asyncio.Future[None] | None = None
         # Set by AsyncStream.read_into while it waits: the next read lands there directly.
         self.read_target: memoryview | None = None
+        # Set by AsyncStream.consume while it waits: arriving bytes go to it at once.
+        self.consumer: Callable[[bytes], bool] | None = None
+        self.consumer_declined = False
         self.target_filled = 0
         self._filling_target = False
         self.drain_waiters: list[asyncio.Future[None]] = []
@@ -84,7 +87,15 @@ class _StreamProtocol(asyncio.BufferedProtocol):
             self.target_filled = nbytes
             self._wake_reader()
             return
-        self.chunks.append(bytes(_shared_receive_buffer()[:nbytes]))
+        data = bytes(_shared_receive_buffer()[:nbytes])
+        consumer = self.consumer
+        if consumer is not None:
+            if not consumer(data):
+                self.consumer = None
+                self.consumer_declined = True
+                self._wake_reader()
+            return
+        self.chunks.append(data)
         self.buffered += nbytes
         if self.buffered > _READ_HIGH_WATER and not self.reading_paused:
             assert self.transport is not None
@@ -189,6 +200,51 @@ class AsyncStream:
         if error is not None and not isinstance(error, ConnectionAbortedError):
             raise error
         return b""
+
+    async def consume(
+        self, consumer: Callable[[bytes], bool], timeout: float | None = None
+    ) -> bool:
+        """Hand the bytes that arrive to ``consumer`` until it returns False.
+
+        ``consumer`` runs as soon as bytes arrive (here, inside the loop's read callback,
+        so it must not raise) and takes them, whatever it returns. Returns True once
+        ``consumer`` has returned False, False at end of stream.
+
+        Raises:
+            TimeoutError: ``consumer`` still wanted more after ``timeout`` seconds.
+            OSError: The connection failed (reset, TLS error).
+        """
+        protocol = self._protocol
+        chunks = protocol.chunks
+        if chunks:
+            # Bytes that arrived while nobody was reading come first.
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            chunks.clear()
+            protocol.buffered = 0
+            if protocol.reading_paused:
+                protocol.reading_paused = False
+                self._transport.resume_reading()
+            if not consumer(data):
+                return True
+        if not protocol.eof:
+            waiter = protocol.read_waiter = self._loop.create_future()
+            protocol.consumer = consumer
+            protocol.consumer_declined = False
+            try:
+                if not await _wait_future(waiter, timeout):
+                    raise TimeoutError("read timed out")
+            finally:
+                protocol.read_waiter = None
+                protocol.consumer = None
+            if protocol.consumer_declined:
+                return True
+            if protocol.chunks:
+                # Filled into a read target meanwhile (never with a consumer waiting).
+                raise AssertionError("bytes buffered while a consumer waited")
+        error = protocol.error
+        if error is not None and not isinstance(error, ConnectionAbortedError):
+            raise error
+        return False
 
     async def read_into(self, target: memoryview, timeout: float | None = None) -> int:
         """Read up to ``len(target)`` bytes into ``target``; return how many (0: end of stream).

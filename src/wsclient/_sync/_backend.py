@@ -85,6 +85,26 @@ class SyncStream:
         received = self.read_into(view, timeout)
         return view[:received].tobytes() if received else b""
 
+    def consume(self, consumer: Callable[[bytes], bool], timeout: float | None = None) -> bool:
+        """Hand the bytes that arrive to ``consumer`` until it returns False.
+
+        ``consumer`` runs in the calling thread as soon as bytes arrive and takes them,
+        whatever it returns. Returns True once ``consumer`` has returned False, False at
+        end of stream.
+
+        Raises:
+            TimeoutError: ``consumer`` still wanted more after ``timeout`` seconds.
+            OSError: The connection failed (reset, TLS error).
+        """
+        deadline = None if timeout is None else monotonic() + timeout
+        while True:
+            remaining = None if deadline is None else deadline - monotonic()
+            data = self.read(remaining)
+            if not data:
+                return False
+            if not consumer(data):
+                return True
+
     def read_into(self, target: memoryview, timeout: float | None = None) -> int:
         """Read up to ``len(target)`` bytes into ``target``; return how many (0: end of stream).
 

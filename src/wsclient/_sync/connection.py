@@ -132,6 +132,8 @@ class WebSocketConnection:
         "__weakref__",
         "_close_timeout",
         "_closed",
+        "_backlog",
+        "_consume_error",
         "_drop_frames",
         "_error",
         "_keepalive",
@@ -189,6 +191,10 @@ class WebSocketConnection:
         self._error: BaseException | None = None
         self._pending_pings: dict[bytes, _PendingPing] = {}
         self._reader: TaskHandle | None = None
+        # Events the reader's fast path could not buffer, and an error it hit: the reader
+        # loop takes over with both.
+        self._backlog: list[Event] = []
+        self._consume_error: Exception | None = None
         self._keepalive: TaskHandle | None = None
         self._keepalive_stop: SyncEvent | None = None
         self._reading_paused = False
@@ -218,37 +224,25 @@ class WebSocketConnection:
             events = protocol.events_received()
             if events:
                 self._dispatch(events)
-            while protocol.state is not State.CLOSED:
+            while True:
+                if self._backlog:
+                    events, self._backlog = self._backlog, []
+                    self._dispatch(events)
+                if protocol.state is State.CLOSED:
+                    break
                 if protocol.failure is not None:
                     self._fail_in_order()
                     continue
                 target = protocol.receive_buffer()
-                data: bytes | None = None
-                if target is None:
-                    data = stream.read()
-                    received = len(data)
-                else:
+                if target is not None:
                     # A large message is arriving: its bytes go straight to their place.
                     received = stream.read_into(target)
                     target.release()
-                with self._state_lock:
-                    try:
-                        if not received:
-                            protocol.receive_eof()
-                        elif data is None:
-                            protocol.receive_buffer_filled(received)
-                        else:
-                            protocol.receive_data(data)
-                    except ProtocolError as exc:
-                        logger.warning("failing the connection: %s", exc)
-                        self._error = exc
-                    events = protocol.events_received()
-                    output = protocol.data_to_send()
-                    if output:
-                        stream.write_nowait(output)
-                self._last_received = _monotonic()
-                if events:
-                    self._dispatch(events)
+                    self._process(None, received)
+                elif not stream.consume(self._consume):
+                    self._process(None, 0)
+                if self._consume_error is not None:
+                    raise self._consume_error
             if not protocol.eof_received:
                 self._wait_for_server_close()
         except Exception as exc:
@@ -257,6 +251,52 @@ class WebSocketConnection:
             logger.debug("reader stopped: %r", exc)
         finally:
             self._finish()
+
+    def _consume(self, data: bytes) -> bool:
+        """Handle bytes that arrived, without waiting; False once the reader must take over.
+
+        The stream calls this as soon as bytes arrive, so a message reaches its buffer
+        without a hop through the reader. What needs a wait (a full buffer, a failure to
+        report in order, the end) is left to the reader loop, which this wakes by
+        returning False.
+        """
+        try:
+            self._process(data, len(data))
+        except Exception as exc:
+            self._consume_error = exc
+            return False
+        protocol = self._protocol
+        return (
+            not self._backlog
+            and protocol.state is not State.CLOSED
+            and protocol.failure is None
+            and not protocol.receiving_in_place
+        )
+
+    def _process(self, data: bytes | None, received: int) -> None:
+        """Feed what was read to the core (``data``, or ``received`` bytes read into place;
+        nothing read: end of stream) and buffer the resulting messages that fit."""
+        protocol = self._protocol
+        with self._state_lock:
+            try:
+                if not received:
+                    protocol.receive_eof()
+                elif data is None:
+                    protocol.receive_buffer_filled(received)
+                else:
+                    protocol.receive_data(data)
+            except ProtocolError as exc:
+                logger.warning("failing the connection: %s", exc)
+                self._error = exc
+            events = protocol.events_received()
+            output = protocol.data_to_send()
+            if output:
+                self._stream.write_nowait(output)
+        self._last_received = _monotonic()
+        if events:
+            index = self._dispatch_nowait(events, 0)
+            if index < len(events):
+                self._backlog = events[index:]
 
     def _fail_in_order(self) -> None:
         # The protocol error came after messages that the application may still have to
@@ -298,30 +338,32 @@ class WebSocketConnection:
         self._closed.set()
         logger.debug("connection closed: code %s", self._protocol.close_code)
 
-    def _dispatch(self, events: list[Event]) -> None:
+    def _dispatch_nowait(self, events: list[Event], start: int) -> int:
+        """Handle ``events[start:]`` until a message does not fit in its buffer.
+
+        Returns the index of that message (not yet counted), or ``len(events)``.
+        """
         stats = self._stats
         put_nowait = self._mailbox.put_nowait
         if logger.isEnabledFor(DEBUG):
-            for event in events:
+            for event in events[start:]:
                 logger.debug("< %s", _describe(event))
-        for event in events:
-            # put_nowait first: waiting (a full buffer) is the exception, and a call to the
-            # waiting path costs an extra call per message.
-            if isinstance(event, TextMessage):
-                stats.messages_in += 1
-                stats.bytes_in += len(event.data)
-                if not put_nowait(KIND_TEXT, event.data):
-                    self._deliver(KIND_TEXT, event.data)
-            elif isinstance(event, BinaryMessage):
-                stats.messages_in += 1
-                stats.bytes_in += len(event.data)
+        for index in range(start, len(events)):
+            event = events[index]
+            if isinstance(event, BinaryMessage):
                 if not put_nowait(KIND_BINARY, event.data):
-                    self._deliver(KIND_BINARY, event.data)
-            elif isinstance(event, Fragment):
-                if event.last:
-                    stats.messages_in += 1
+                    return index
+                stats.messages_in += 1
                 stats.bytes_in += len(event.data)
-                self._deliver(KIND_TEXT if event.text else KIND_BINARY, event)
+            elif isinstance(event, TextMessage):
+                if not put_nowait(KIND_TEXT, event.data):
+                    return index
+                stats.messages_in += 1
+                stats.bytes_in += len(event.data)
+            elif isinstance(event, Fragment):
+                if not put_nowait(KIND_TEXT if event.text else KIND_BINARY, event):
+                    return index
+                self._count_fragment(event)
             elif isinstance(event, PongReceived):
                 stats.pongs_received += 1
                 self._on_pong(event.data)
@@ -329,6 +371,32 @@ class WebSocketConnection:
                 stats.pings_received += 1
             elif isinstance(event, CloseReceived):
                 logger.debug("close received: %s %s", event.code, event.reason)
+        return len(events)
+
+    def _count_fragment(self, fragment: Fragment) -> None:
+        if fragment.last:
+            self._stats.messages_in += 1
+        self._stats.bytes_in += len(fragment.data)
+
+    def _dispatch(self, events: list[Event]) -> None:
+        """Handle ``events``, waiting for room when a buffer is full."""
+        index = 0
+        while True:
+            index = self._dispatch_nowait(events, index)
+            if index == len(events):
+                return
+            event = events[index]
+            if isinstance(event, Fragment):
+                self._count_fragment(event)
+                self._deliver(KIND_TEXT if event.text else KIND_BINARY, event)
+            else:
+                assert isinstance(event, TextMessage | BinaryMessage)
+                self._stats.messages_in += 1
+                self._stats.bytes_in += len(event.data)
+                self._deliver(
+                    KIND_TEXT if isinstance(event, TextMessage) else KIND_BINARY, event.data
+                )
+            index += 1
 
     def _deliver(self, kind: int, data: str | bytes | Fragment) -> None:
         mailbox = self._mailbox

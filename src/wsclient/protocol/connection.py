@@ -314,6 +314,11 @@ class Connection:
             return None
         return view[self._direct_filled :]
 
+    @property
+    def receiving_in_place(self) -> bool:
+        """Whether :meth:`receive_buffer` has a buffer to read into."""
+        return self._direct_view is not None and self.state is not _CLOSED
+
     def receive_buffer_filled(self, nbytes: int) -> None:
         """Record that ``nbytes`` were read into the view from :meth:`receive_buffer`.
 
