@@ -22,7 +22,11 @@ from wsclient.protocol import (
     frames,
     mask,
 )
-from wsclient.protocol.connection import DIRECT_RECEIVE_MAX_UNLIMITED, DIRECT_RECEIVE_MIN
+from wsclient.protocol.connection import (
+    DIRECT_RECEIVE_MAX_UNLIMITED,
+    DIRECT_RECEIVE_MIN,
+    READ_INTO_MIN,
+)
 from wsclient.protocol.deflate import DeflateOptions
 
 from .support import (
@@ -663,10 +667,10 @@ class TestLargeMessageReadInPlace:
         self, first_chunk: int, read_size: int
     ) -> None:
         client = open_client()
-        data = os.urandom(self.SIZE if read_size > 1 else DIRECT_RECEIVE_MIN)
+        data = os.urandom(self.SIZE if read_size > 1 else READ_INTO_MIN + 4096 + 100)
         rest = self.arriving(client, data, first_chunk)
         reads = 0
-        while rest:
+        while len(rest) >= READ_INTO_MIN:
             target = client.receive_buffer()
             assert target is not None and len(target) == len(rest)
             assert not target.readonly
@@ -677,9 +681,11 @@ class TestLargeMessageReadInPlace:
             client.receive_buffer_filled(taken)
             rest = rest[taken:]
             reads += 1
+        # The last bit is not worth a read of its own: it comes with the next bytes.
         assert client.receive_buffer() is None
-        assert client.events_received() == [BinaryMessage(data)]
-        assert reads == -(-(len(data) - first_chunk) // read_size)
+        assert reads == -(-(len(data) - first_chunk - READ_INTO_MIN + 1) // read_size)
+        client.receive_data(rest + frame(OP_TEXT, "next"))
+        assert client.events_received() == [BinaryMessage(data), TextMessage("next")]
 
     def test_the_message_is_immutable_bytes(self) -> None:
         client = open_client()
@@ -693,6 +699,21 @@ class TestLargeMessageReadInPlace:
         assert isinstance(event, BinaryMessage) and type(event.data) is bytes
         assert event.data == data
         hash(event.data)
+
+    def test_a_view_of_the_read_buffer_is_not_kept(self) -> None:
+        client = open_client()
+        raw = frame(OP_BINARY, b"a" * 10_000) + frame(OP_TEXT, "b" * 5000) + frame(OP_PING)
+        raw += frame(OP_BINARY, b"c" * 70_000)[:30_000]
+        buffer = bytearray(raw)
+        client.receive_data(memoryview(buffer))
+        buffer[:] = bytes(len(buffer))
+        client.receive_data(frame(OP_BINARY, b"c" * 70_000)[30_000:])
+        assert client.events_received() == [
+            BinaryMessage(b"a" * 10_000),
+            TextMessage("b" * 5000),
+            PingReceived(b""),
+            BinaryMessage(b"c" * 70_000),
+        ]
 
     def test_bytes_after_the_message_in_the_same_chunk_are_parsed(self) -> None:
         client = open_client()
@@ -710,13 +731,15 @@ class TestLargeMessageReadInPlace:
         client = open_client()
         data = os.urandom(self.SIZE)
         rest = self.arriving(client, data, 3)
-        while rest:
+        while len(rest) >= READ_INTO_MIN:
             target = client.receive_buffer()
             assert target is not None
             target[:5000] = rest[:5000]
-            client.receive_buffer_filled(min(5000, len(rest)))
+            client.receive_buffer_filled(5000)
             client.receive_data(rest[5000:7000])
             rest = rest[7000:]
+        assert client.receive_buffer() is None
+        client.receive_data(rest)
         assert client.events_received() == [BinaryMessage(data)]
 
     @pytest.mark.parametrize(
@@ -724,7 +747,7 @@ class TestLargeMessageReadInPlace:
         [
             pytest.param(frame(OP_TEXT, "x" * 100_000), id="text: UTF-8 is checked as it arrives"),
             pytest.param(frame(OP_BINARY, b"x" * 100_000, fin=False), id="first fragment"),
-            pytest.param(frame(OP_BINARY, b"x" * 60_000), id="below DIRECT_RECEIVE_MIN"),
+            pytest.param(frame(OP_BINARY, b"x" * 60_000), id="less than READ_INTO_MIN to come"),
         ],
     )
     def test_other_frames_use_receive_data(self, raw: bytes) -> None:
@@ -760,6 +783,19 @@ class TestLargeMessageReadInPlace:
         capped.receive_data(frame(OP_BINARY, b"abc", length=DIRECT_RECEIVE_MAX_UNLIMITED))
         target = capped.receive_buffer()
         assert target is not None and len(target) == DIRECT_RECEIVE_MAX_UNLIMITED - 3
+
+    @pytest.mark.parametrize("size", [DIRECT_RECEIVE_MIN - 1, DIRECT_RECEIVE_MIN, 20_000])
+    @pytest.mark.parametrize("split", [1, 3, 2000])
+    def test_medium_messages_split_across_reads(self, size: int, split: int) -> None:
+        client = open_client()
+        messages = [os.urandom(size) for _ in range(3)]
+        raw = b"".join(frame(OP_BINARY, message) for message in messages)
+        for start in range(0, len(raw), len(raw) // 3 + split):
+            # Views of a reused read buffer, as the I/O layers hand them over.
+            buffer = bytearray(raw[start : start + len(raw) // 3 + split])
+            client.receive_data(memoryview(buffer))
+            buffer[:] = bytes(len(buffer))
+        assert client.events_received() == [BinaryMessage(message) for message in messages]
 
     def test_end_of_stream_abandons_the_message(self) -> None:
         client = open_client()

@@ -40,6 +40,7 @@ _RECEIVE_BUFFER_SIZE = 256 * 1024
 _thread_buffers = threading.local()
 # Reading pauses once this much is read but not yet consumed (backpressure).
 _READ_HIGH_WATER = 1024 * 1024
+_READ_LOW_WATER = _READ_HIGH_WATER // 4
 
 
 def _shared_receive_buffer() -> memoryview:
@@ -63,7 +64,7 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         # Set by AsyncStream.read_into while it waits: the next read lands there directly.
         self.read_target: memoryview | None = None
         # Set by AsyncStream.consume while it waits: arriving bytes go to it at once.
-        self.consumer: Callable[[bytes], bool] | None = None
+        self.consumer: Callable[[bytes | memoryview], bool] | None = None
         self.consumer_declined = False
         self.target_filled = 0
         self._filling_target = False
@@ -87,15 +88,15 @@ class _StreamProtocol(asyncio.BufferedProtocol):
             self.target_filled = nbytes
             self._wake_reader()
             return
-        data = bytes(_shared_receive_buffer()[:nbytes])
         consumer = self.consumer
         if consumer is not None:
-            if not consumer(data):
+            # Straight from the shared buffer: the consumer keeps nothing of it.
+            if not consumer(_shared_receive_buffer()[:nbytes]):
                 self.consumer = None
                 self.consumer_declined = True
                 self._wake_reader()
             return
-        self.chunks.append(data)
+        self.chunks.append(bytes(_shared_receive_buffer()[:nbytes]))
         self.buffered += nbytes
         if self.buffered > _READ_HIGH_WATER and not self.reading_paused:
             assert self.transport is not None
@@ -202,12 +203,13 @@ class AsyncStream:
         return b""
 
     async def consume(
-        self, consumer: Callable[[bytes], bool], timeout: float | None = None
+        self, consumer: Callable[[bytes | memoryview], bool], timeout: float | None = None
     ) -> bool:
         """Hand the bytes that arrive to ``consumer`` until it returns False.
 
         ``consumer`` runs as soon as bytes arrive (here, inside the loop's read callback,
-        so it must not raise) and takes them, whatever it returns. Returns True once
+        so it must not raise) and takes them, whatever it returns; it may get a view of
+        a buffer that is reused once it returns. Returns True once
         ``consumer`` has returned False, False at end of stream.
 
         Raises:
@@ -216,12 +218,12 @@ class AsyncStream:
         """
         protocol = self._protocol
         chunks = protocol.chunks
-        if chunks:
-            # Bytes that arrived while nobody was reading come first.
-            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            chunks.clear()
-            protocol.buffered = 0
-            if protocol.reading_paused:
+        while chunks:
+            # Bytes that arrived while nobody was reading come first, one read at a time
+            # (joining them would copy them all once more).
+            data = chunks.pop(0)
+            protocol.buffered -= len(data)
+            if protocol.reading_paused and protocol.buffered <= _READ_LOW_WATER:
                 protocol.reading_paused = False
                 self._transport.resume_reading()
             if not consumer(data):
@@ -530,12 +532,14 @@ class AsyncMailbox(Generic[T]):
 
     def put_nowait(self, kind: int, item: T) -> bool:
         """Add ``item`` unless the box is full or the mailbox closed; return whether added."""
-        if self.closed or self.full(kind):
+        if self.closed:
             return False
-        self._sequence += 1
         box = self._boxes[kind]
         if box is None:
             box = self._boxes[kind] = deque()
+        elif 0 < self._maxsizes[kind] <= len(box):
+            return False
+        self._sequence += 1
         box.append((self._sequence, item))
         if self._waiters or self._idle_waiters:
             self._wake_all()
@@ -562,6 +566,16 @@ class AsyncMailbox(Generic[T]):
             return None
         item = box.popleft()[1]
         self._wake_all()
+        return item
+
+    def take_nowait(self, kind: int) -> T | None:
+        """Take the oldest item of one kind, or ``None`` if there is none."""
+        box = self._boxes[kind]
+        if not box:
+            return None
+        item = box.popleft()[1]
+        if self._waiters:
+            self._wake_all()
         return item
 
     def get_nowait(self, kinds: Sequence[int]) -> tuple[int, T] | None:

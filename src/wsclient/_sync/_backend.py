@@ -85,24 +85,29 @@ class SyncStream:
         received = self.read_into(view, timeout)
         return view[:received].tobytes() if received else b""
 
-    def consume(self, consumer: Callable[[bytes], bool], timeout: float | None = None) -> bool:
+    def consume(
+        self, consumer: Callable[[bytes | memoryview], bool], timeout: float | None = None
+    ) -> bool:
         """Hand the bytes that arrive to ``consumer`` until it returns False.
 
         ``consumer`` runs in the calling thread as soon as bytes arrive and takes them,
-        whatever it returns. Returns True once ``consumer`` has returned False, False at
-        end of stream.
+        whatever it returns; it gets a view of a buffer that is reused once it returns.
+        Returns True once ``consumer`` has returned False, False at end of stream.
 
         Raises:
             TimeoutError: ``consumer`` still wanted more after ``timeout`` seconds.
             OSError: The connection failed (reset, TLS error).
         """
         deadline = None if timeout is None else monotonic() + timeout
+        view = self._receive_view
+        if view is None:
+            view = self._receive_view = memoryview(bytearray(_RECEIVE_SIZE))
         while True:
             remaining = None if deadline is None else deadline - monotonic()
-            data = self.read(remaining)
-            if not data:
+            received = self.read_into(view, remaining)
+            if not received:
                 return False
-            if not consumer(data):
+            if not consumer(view[:received]):
                 return True
 
     def read_into(self, target: memoryview, timeout: float | None = None) -> int:
@@ -388,12 +393,14 @@ class SyncMailbox(Generic[T]):
         return 0 < maxsize <= (len(box) if box else 0)
 
     def _put_locked(self, kind: int, item: T) -> bool:
-        if self.closed or self.full(kind):
+        if self.closed:
             return False
-        self._sequence += 1
         box = self._boxes[kind]
         if box is None:
             box = self._boxes[kind] = deque()
+        elif 0 < self._maxsizes[kind] <= len(box):
+            return False
+        self._sequence += 1
         box.append((self._sequence, item))
         self._wake()
         return True
@@ -442,6 +449,16 @@ class SyncMailbox(Generic[T]):
         item = best.popleft()[1]
         self._wake()
         return best_kind, item
+
+    def take_nowait(self, kind: int) -> T | None:
+        """Take the oldest item of one kind, or ``None`` if there is none."""
+        with self._condition:
+            box = self._boxes[kind]
+            if not box:
+                return None
+            item = box.popleft()[1]
+            self._wake()
+            return item
 
     def get_nowait(self, kinds: Sequence[int]) -> tuple[int, T] | None:
         """Take the earliest-arrived item among ``kinds``, or ``None`` if all are empty."""

@@ -252,7 +252,7 @@ class WebSocketConnection:
         finally:
             self._finish()
 
-    def _consume(self, data: bytes) -> bool:
+    def _consume(self, data: bytes | memoryview) -> bool:
         """Handle bytes that arrived, without waiting; False once the reader must take over.
 
         The stream calls this as soon as bytes arrive, so a message reaches its buffer
@@ -273,7 +273,7 @@ class WebSocketConnection:
             and not protocol.receiving_in_place
         )
 
-    def _process(self, data: bytes | None, received: int) -> None:
+    def _process(self, data: bytes | memoryview | None, received: int) -> None:
         """Feed what was read to the core (``data``, or ``received`` bytes read into place;
         nothing read: end of stream) and buffer the resulting messages that fit."""
         protocol = self._protocol
@@ -834,8 +834,14 @@ class WebSocketConnection:
             ReadTimeout: No text message arrived within ``timeout`` seconds.
             ConnectionDisconnected: The connection is closed and no text message is left.
         """
+        if not self._streaming:
+            # Most receives find a message already waiting.
+            waiting = self._mailbox.take_nowait(KIND_TEXT)
+            if waiting is not None:
+                text: str = waiting
+                return text
         _, data = self._receive(TEXT_ONLY, timeout)
-        text: str = data
+        text = data
         return text
 
     def receive_bytes(self, timeout: float | None = None) -> bytes:
@@ -845,8 +851,13 @@ class WebSocketConnection:
             ReadTimeout: No binary message arrived within ``timeout`` seconds.
             ConnectionDisconnected: The connection is closed and no binary message is left.
         """
+        if not self._streaming:
+            waiting = self._mailbox.take_nowait(KIND_BINARY)
+            if waiting is not None:
+                payload: bytes = waiting
+                return payload
         _, data = self._receive(BINARY_ONLY, timeout)
-        payload: bytes = data
+        payload = data
         return payload
 
     def receive_json(self, timeout: float | None = None) -> Any:

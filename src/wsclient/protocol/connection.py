@@ -80,10 +80,14 @@ from .handshake import (
 )
 
 DEFAULT_MAX_SIZE: Final = 4 * 1024 * 1024
-# A binary message at least this large that is still arriving gets a buffer of its own, which
-# the I/O layer reads into (see Connection.receive_buffer): one copy of the payload instead of
-# three. Below this size the extra read per message would cost more than the copies saved.
-DIRECT_RECEIVE_MIN: Final = 64 * 1024
+# A binary message at least this large that is still arriving gets a buffer of its own: the
+# rest of it is copied once, straight into place, instead of being gathered in pieces and
+# joined. Smaller payloads are sliced out of the read as they are.
+DIRECT_RECEIVE_MIN: Final = 4096
+# When at least this much of that message is still to come, the I/O layer is offered the
+# buffer to read into (Connection.receive_buffer), which saves the last copy too. For less,
+# the extra read that costs would cost more than the copy.
+READ_INTO_MIN: Final = 64 * 1024
 # The buffer is allocated when the frame header arrives, before the payload: without a
 # max_size, a header alone must not make us allocate more than this.
 DIRECT_RECEIVE_MAX_UNLIMITED: Final = 16 * 1024 * 1024
@@ -188,6 +192,25 @@ Event = (
 
 _OPEN, _CLOSING, _CLOSED = State.OPEN, State.CLOSING, State.CLOSED
 
+# The parser's tight loop builds message events without calling their __init__: a frozen
+# dataclass sets each field through object.__setattr__, which costs about as much as
+# parsing the rest of a small message. The slot descriptors set the same field.
+_new_event = object.__new__
+_set_text_data = vars(TextMessage)["data"].__set__
+_set_binary_data = vars(BinaryMessage)["data"].__set__
+
+
+def _small_frame_first(data: memoryview) -> bool:
+    """Whether the frame at the start of ``data`` carries fewer than 4 KiB of payload."""
+    if len(data) < 4:
+        return True
+    length = data[1] & 0x7F
+    return length < 126 or (length == 126 and (data[2] << 8 | data[3]) < DIRECT_RECEIVE_MIN)
+
+
+_FIN_TEXT: Final = 0x80 | OP_TEXT
+_FIN_BINARY: Final = 0x80 | OP_BINARY
+
 
 class Connection:
     """Frame-level state shared by both roles; use :class:`ClientConnection` or
@@ -261,8 +284,11 @@ class Connection:
 
     # Input ---------------------------------------------------------------------------------
 
-    def receive_data(self, data: bytes | bytearray) -> None:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Process bytes read from the transport.
+
+        ``data`` may be a view of the I/O layer's read buffer: nothing of it is kept after
+        the call returns, so the buffer can be reused at once.
 
         Raises:
             ProtocolError: The peer violated the protocol; a Close frame with
@@ -271,7 +297,7 @@ class Connection:
             HandshakeError: Client role, CONNECTING: the handshake failed.
         """
         if self.state is State.CONNECTING:
-            data = self._receive_handshake_data(data)
+            data = self._receive_handshake_data(bytes(data))
             if not data or self.state is State.CONNECTING:
                 return
         if self.state is _CLOSED or not data or self.failure is not None:
@@ -284,7 +310,11 @@ class Connection:
         pending = self._pending
         if pending:
             pending += data
-            buffer: bytes | bytearray = pending
+            buffer: bytes | bytearray | memoryview = pending
+        elif type(data) is memoryview and not self._frame_remaining and _small_frame_first(data):
+            # Slicing a small payload out of a view costs more than copying the whole read
+            # once; large payloads are sliced out of the view, saving that copy.
+            buffer = bytes(data)
         else:
             buffer = data
         try:
@@ -305,19 +335,25 @@ class Connection:
     def receive_buffer(self) -> memoryview | None:
         """Where the next bytes read should go, when reading into place saves a copy.
 
-        While a large binary message is arriving this is the unfilled part of the buffer
-        that becomes the message: the I/O layer may read into it and then call
-        :meth:`receive_buffer_filled`. ``None`` otherwise (use :meth:`receive_data`).
+        While a large binary message is arriving (at least ``READ_INTO_MIN`` bytes still to
+        come) this is the unfilled part of the buffer that becomes the message: the I/O
+        layer may read into it and then call :meth:`receive_buffer_filled`. ``None``
+        otherwise (use :meth:`receive_data`).
         """
-        view = self._direct_view
-        if view is None or self.state is _CLOSED:
+        if not self.receiving_in_place:
             return None
-        return view[self._direct_filled :]
+        assert self._direct_view is not None
+        return self._direct_view[self._direct_filled :]
 
     @property
     def receiving_in_place(self) -> bool:
         """Whether :meth:`receive_buffer` has a buffer to read into."""
-        return self._direct_view is not None and self.state is not _CLOSED
+        view = self._direct_view
+        return (
+            view is not None
+            and len(view) - self._direct_filled >= READ_INTO_MIN
+            and self.state is not _CLOSED
+        )
 
     def receive_buffer_filled(self, nbytes: int) -> None:
         """Record that ``nbytes`` were read into the view from :meth:`receive_buffer`.
@@ -333,7 +369,7 @@ class Connection:
         if self._direct_filled == len(view):
             self._finish_direct()
 
-    def _fill_direct(self, data: bytes | bytearray) -> int:
+    def _fill_direct(self, data: bytes | bytearray | memoryview) -> int:
         view = self._direct_view
         assert view is not None
         filled = self._direct_filled
@@ -386,7 +422,7 @@ class Connection:
 
     # Parsing -------------------------------------------------------------------------------
 
-    def _parse(self, buffer: bytes | bytearray) -> int:
+    def _parse(self, buffer: bytes | bytearray | memoryview) -> int:
         """Consume as many frames (or payload bytes) as possible; return bytes consumed."""
         position = 0
         end = len(buffer)
@@ -394,7 +430,7 @@ class Connection:
         # Payloads of whole continuation frames of the current message, handed on together
         # (one inflate or UTF-8 step for a run of small fragments instead of one per frame)
         # before anything else is processed, so the outcome is the same as frame by frame.
-        batch: list[bytes | bytearray] = []
+        batch: list[bytes | bytearray | memoryview] = []
         batched = 0
         # Constant during one call; locals are cheaper than attribute loads per frame.
         expect_masked = self._expect_masked
@@ -404,6 +440,10 @@ class Connection:
             if self._frame_remaining:
                 position = self._consume_payload(buffer, position, end)
                 continue
+            if self._message_opcode is None and not stream_messages and not expect_masked:
+                position = self._parse_whole_messages(buffer, position, end)
+                if position == end:
+                    break
             if end - position < 2:
                 break
             first = buffer[position]
@@ -473,7 +513,9 @@ class Connection:
                     break
                 payload = bytes(buffer[position + header : stop])
                 if masked:
-                    payload = mask(payload, buffer[position + header - 4 : position + header])
+                    payload = mask(
+                        payload, bytes(buffer[position + header - 4 : position + header])
+                    )
                 position = stop
                 self._control_frame(opcode, payload)
                 continue
@@ -493,7 +535,7 @@ class Connection:
                 # checks of _start_data_frame all pass for it, so that call is skipped).
                 if opcode == OP_TEXT:
                     try:
-                        text = buffer[position + header : stop].decode()
+                        text = str(buffer[position + header : stop], "utf-8")
                     except UnicodeDecodeError:
                         raise InvalidUTF8("invalid UTF-8 in text message") from None
                     events.append(TextMessage(text))
@@ -535,6 +577,50 @@ class Connection:
             self._message_payload(b"".join(batch), False)
         return position
 
+    def _parse_whole_messages(
+        self, buffer: bytes | bytearray | memoryview, position: int, end: int
+    ) -> int:
+        """Parse the common case in a tight loop: whole, unfragmented, uncompressed text and
+        binary frames from a server, shorter than 64 KiB. Returns where it stopped: at the
+        end, or at a frame of any other kind (which :meth:`_parse` then handles)."""
+        append = self._events.append
+        max_size = self.max_size
+        limit = end if max_size is None else max_size
+        # Slicing bytes gives bytes; slicing a bytearray or a view needs a copy into bytes.
+        copy = type(buffer) is not bytes
+        event: TextMessage | BinaryMessage
+        while end - position >= 2:
+            first = buffer[position]
+            length = buffer[position + 1]  # the mask bit is clear, or the frame is left over
+            if length < 126:
+                start = position + 2
+            elif length == 126 and end - position >= 4:
+                length = (buffer[position + 2] << 8) | buffer[position + 3]
+                start = position + 4
+            else:
+                break
+            stop = start + length
+            if stop > end or length > limit:
+                break
+            if first == _FIN_BINARY:
+                event = _new_event(BinaryMessage)
+                _set_binary_data(event, bytes(buffer[start:stop]) if copy else buffer[start:stop])
+            elif first == _FIN_TEXT:
+                try:
+                    if copy:
+                        text = str(buffer[start:stop], "utf-8")
+                    else:  # bytes: its decode() is the quickest way to text
+                        text = buffer[start:stop].decode()  # type: ignore[union-attr]
+                except UnicodeDecodeError:
+                    raise InvalidUTF8("invalid UTF-8 in text message") from None
+                event = _new_event(TextMessage)
+                _set_text_data(event, text)
+            else:
+                break
+            append(event)
+            position = stop
+        return position
+
     def _check_rsv(self, first: int, opcode: int) -> None:
         if first & 0x30:
             raise ProtocolError("RSV2 or RSV3 set without a negotiated extension")
@@ -563,7 +649,9 @@ class Connection:
                     f"max_size={self.max_size}"
                 )
 
-    def _consume_payload(self, buffer: bytes | bytearray, position: int, end: int) -> int:
+    def _consume_payload(
+        self, buffer: bytes | bytearray | memoryview, position: int, end: int
+    ) -> int:
         take = min(self._frame_remaining, end - position)
         chunk = bytes(buffer[position : position + take])
         key = self._frame_key
