@@ -293,7 +293,10 @@ class WebSocketConnection:
             if output:
                 self._stream.write_nowait(output)
         self._last_received = _monotonic()
-        if events:
+        if self._backlog:
+            # Never ahead of messages still waiting for room.
+            self._backlog.extend(events)
+        elif events:
             index = self._dispatch_nowait(events, 0)
             if index < len(events):
                 self._backlog = events[index:]
