@@ -36,7 +36,7 @@ monotonic = time.monotonic
 # Reads land in one buffer per thread and are copied out at once: asyncio calls get_buffer,
 # recv_into and buffer_updated back to back, so connections of one loop can share it, and
 # an idle connection costs no buffer at all.
-_RECEIVE_BUFFER_SIZE = 256 * 1024
+_RECEIVE_BUFFER_SIZE = 1024 * 1024
 _thread_buffers = threading.local()
 # Reading pauses once this much is read but not yet consumed (backpressure).
 _READ_HIGH_WATER = 1024 * 1024
