@@ -297,6 +297,11 @@ class AsyncStream:
         if data and not self._protocol.lost:
             self._transport.write(data)
 
+    def must_drain(self) -> bool:
+        """Whether :meth:`drain` has anything to wait for or report (cheap to ask)."""
+        protocol = self._protocol
+        return protocol.writing_paused or protocol.lost
+
     async def drain(self, timeout: float | None = None) -> None:
         """Wait until the outgoing buffer is below its high-water mark.
 

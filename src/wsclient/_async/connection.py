@@ -472,7 +472,8 @@ class WebSocketConnection:
         if (limit is None or len(payload) <= limit) and self._write_whole_message(
             opcode, payload, compress
         ):
-            await self._drain(timeout)
+            if self._stream.must_drain():
+                await self._drain(timeout)
             self._stats.messages_out += 1
             self._stats.bytes_out += len(payload)
             return

@@ -188,6 +188,10 @@ class SyncStream:
             output += data
         self._flush()
 
+    def must_drain(self) -> bool:
+        """Whether :meth:`drain` has anything to wait for or report (cheap to ask)."""
+        return bool(self._output) or self._aborted
+
     def drain(self, timeout: float | None = None) -> None:
         """Wait until everything queued has been handed to the kernel.
 

@@ -766,6 +766,12 @@ class Connection:
             if self._out_opcode is not None:
                 raise ValueError("a fragmented message is in progress; finish it first")
             deflate = self.deflate
+            limit = self.max_frame_size
+            if deflate is None and fin and (limit is None or len(payload) <= limit):
+                # The common case: one uncompressed frame.
+                self._out_compressed = False
+                self._output.append(build_frame(opcode, payload, masked=self._mask_outgoing))
+                return
             self._out_compressed = bool(
                 compress
                 and deflate is not None
