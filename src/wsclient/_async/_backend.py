@@ -617,11 +617,21 @@ class AsyncMailbox(Generic[T]):
             if remaining is not None and remaining <= 0:
                 raise TimeoutError("receive timed out")
             self._blocked_gets.append(kinds)
-            self._wake_idle_waiters()
+            if self._idle_waiters:
+                self._wake_idle_waiters()
+            # The wait of _wait(), inlined: this is the path of every receive that finds
+            # nothing waiting, and each coroutine level costs about as much as the rest.
+            waiter = self._new_future()
+            self._waiters.append(waiter)
             try:
-                await self._wait(remaining)
+                if remaining is None:
+                    await waiter
+                else:
+                    await _wait_future(waiter, remaining)
             finally:
                 self._blocked_gets.remove(kinds)
+                if self._waiters and waiter in self._waiters:
+                    self._waiters.remove(waiter)
 
     def close(self) -> None:
         self.closed = True

@@ -843,7 +843,9 @@ class WebSocketConnection:
             if waiting is not None:
                 text: str = waiting
                 return text
-        _, data = await self._receive(TEXT_ONLY, timeout)
+            _, data = await self._get(TEXT_ONLY, timeout)
+        else:
+            _, data = await self._receive(TEXT_ONLY, timeout)
         text = data
         return text
 
@@ -859,7 +861,9 @@ class WebSocketConnection:
             if waiting is not None:
                 payload: bytes = waiting
                 return payload
-        _, data = await self._receive(BINARY_ONLY, timeout)
+            _, data = await self._get(BINARY_ONLY, timeout)
+        else:
+            _, data = await self._receive(BINARY_ONLY, timeout)
         payload = data
         return payload
 

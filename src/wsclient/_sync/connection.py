@@ -844,7 +844,9 @@ class WebSocketConnection:
             if waiting is not None:
                 text: str = waiting
                 return text
-        _, data = self._receive(TEXT_ONLY, timeout)
+            _, data = self._get(TEXT_ONLY, timeout)
+        else:
+            _, data = self._receive(TEXT_ONLY, timeout)
         text = data
         return text
 
@@ -860,7 +862,9 @@ class WebSocketConnection:
             if waiting is not None:
                 payload: bytes = waiting
                 return payload
-        _, data = self._receive(BINARY_ONLY, timeout)
+            _, data = self._get(BINARY_ONLY, timeout)
+        else:
+            _, data = self._receive(BINARY_ONLY, timeout)
         payload = data
         return payload
 
