@@ -51,7 +51,7 @@ SCENARIOS: list[Scenario] = [
         PIPELINE_DEPTH * 100,
         KIB,
     ),
-    Scenario("large_1m", "1 MiB binary echo, one at a time", "msg", 64, 16, MIB),
+    Scenario("large_1m", "1 MiB binary echo, one at a time", "msg", 512, 128, MIB),
     Scenario("firehose_64", "Firehose: server pushes 64 B binary", "msg", 100_000, 40_000, 64),
     Scenario(
         "firehose_16k", "Firehose: server pushes 16 KiB binary", "msg", 10_000, 4_000, 16 * KIB
