@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -93,4 +94,77 @@ def test_dead_peer_detected_while_a_send_is_blocked() -> None:
                 for _ in range(10_000):  # far more than the socket buffers hold
                     connection.send_bytes(b"x" * 65536, compress=False)
             assert caught.value.code == 1011
+    wait_for_condition(lambda: not wsclient_threads(), TIMEOUT_UNIT)
+
+
+def _thread_cpu_time(thread: threading.Thread) -> float:
+    assert thread.ident is not None
+    return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+
+
+def _reader_thread() -> threading.Thread:
+    (reader,) = [thread for thread in wsclient_threads() if thread.name == "wsclient-reader"]
+    return reader
+
+
+def test_a_receiving_thread_reads_for_itself(test_server: Any) -> None:
+    # A request-response loop: the receiving thread reads the socket itself instead of
+    # sleeping until the reader thread wakes it, so the reader thread stays idle.
+    with WebSocketClient() as client:
+        connection = client.connect(test_server.url, start_keepalive=False)
+        reader = _reader_thread()
+        for _ in range(20):
+            connection.send_text("warm up")
+            assert connection.receive_text(timeout=TIMEOUT_UNIT) == "warm up"
+        reader_before = _thread_cpu_time(reader)
+        main_before = time.thread_time()
+        for index in range(500):
+            connection.send_text(f"m{index}")
+            assert connection.receive_text(timeout=TIMEOUT_UNIT) == f"m{index}"
+        reader_cpu = _thread_cpu_time(reader) - reader_before
+        main_cpu = time.thread_time() - main_before
+        # Before this change the reader thread parsed every message: more CPU than main.
+        assert reader_cpu < main_cpu / 5, (reader_cpu, main_cpu)
+        connection.close()
+
+
+def test_pings_are_answered_once_the_application_stops_receiving(test_server: Any) -> None:
+    with WebSocketClient() as client:
+        connection = client.connect(test_server.url, start_keepalive=False)
+        for _ in range(20):
+            connection.send_text("x")
+            assert connection.receive_text(timeout=TIMEOUT_UNIT) == "x"
+        (session,) = test_server.wait_for_sessions(1, timeout=TIMEOUT_UNIT)
+        # Nobody receives now: the reader thread must take the reading back.
+        session.send_ping(b"still there?")
+        wait_for_condition(lambda: b"still there?" in session.pongs_received, TIMEOUT_UNIT)
+        connection.send_text("after")
+        assert connection.receive_text(timeout=TIMEOUT_UNIT) == "after"
+        connection.close()
+
+
+def test_close_from_another_thread_wakes_a_receive_that_reads_for_itself(
+    test_server: Any,
+) -> None:
+    with WebSocketClient() as client:
+        connection = client.connect(test_server.url, start_keepalive=False)
+        connection.send_text("x")
+        assert connection.receive_text(timeout=TIMEOUT_UNIT) == "x"
+        outcome: list[object] = []
+
+        def receive() -> None:
+            try:
+                connection.receive_text(timeout=10 * TIMEOUT_UNIT)
+            except ConnectionDisconnected as exc:
+                outcome.append(exc.code)
+
+        receiver = threading.Thread(target=receive)
+        receiver.start()
+        # Wait until that receive is reading the socket itself.
+        stream = connection._stream
+        wait_for_condition(lambda: stream._read_role.locked(), TIMEOUT_UNIT)
+        connection.close(4001, "from elsewhere")
+        receiver.join(TIMEOUT_UNIT)
+        assert not receiver.is_alive()
+        assert outcome == [4001]
     wait_for_condition(lambda: not wsclient_threads(), TIMEOUT_UNIT)

@@ -248,6 +248,12 @@ class AsyncStream:
             raise error
         return False
 
+    def read_for_receiver(
+        self, consumer: Callable[[bytes | memoryview], bool], timeout: float | None = None
+    ) -> bool:
+        """Never reads: the event loop reads as soon as bytes arrive (see the sync twin)."""
+        return False
+
     async def read_into(self, target: memoryview, timeout: float | None = None) -> int:
         """Read up to ``len(target)`` bytes into ``target``; return how many (0: end of stream).
 
@@ -470,6 +476,14 @@ class AsyncMailbox(Generic[T]):
         self._loop: asyncio.AbstractEventLoop | None = None
         self.closed = False
         self.puts_never_wait = False
+
+    def read_when_empty(
+        self, stream: AsyncStream, consumer: Callable[[bytes | memoryview], bool]
+    ) -> None:
+        """Nothing to do here: the event loop reads as soon as bytes arrive.
+
+        (The sync twin lets a waiting ``get`` read the stream itself.)
+        """
 
     def _new_future(self) -> asyncio.Future[None]:
         # The loop is cached: on Python 3.11 get_running_loop() costs a getpid() call.

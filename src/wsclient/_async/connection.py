@@ -184,6 +184,7 @@ class WebSocketConnection:
         self._mailbox: AsyncMailbox[Any] = AsyncMailbox(
             [text_queue_maxsize, binary_queue_maxsize, pong_queue_maxsize]
         )
+        self._mailbox.read_when_empty(self._stream, self._consume)
         self._state_lock = StateLock()
         self._send_lock = AsyncLock()
         self._closed = AsyncEvent()

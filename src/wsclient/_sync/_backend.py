@@ -36,6 +36,10 @@ T = TypeVar("T")
 monotonic = time.monotonic
 
 _RECEIVE_SIZE = 256 * 1024
+# How long the reader thread stays back after a receiving thread read for itself: while
+# the application keeps receiving, it does the reading; once it stops for this long, the
+# reader thread reads again (so pings are answered between the application's receives).
+_HANDOVER_GRACE = 0.02
 _WOULD_BLOCK = (BlockingIOError, ssl_module.SSLWantReadError, ssl_module.SSLWantWriteError)
 _ERROR_EVENTS = select.POLLERR | select.POLLHUP | select.POLLNVAL
 
@@ -61,12 +65,21 @@ class SyncStream:
         self._eof = False
         self._high_water = 64 * 1024
         self._low_water = 16 * 1024
-        # Used by the one reader thread only.
+        # Used by whichever thread has the read role (see consume and read_for_receiver).
         self._receive_view: memoryview | None = None
         self._read_poller = select.poll()
         self._read_poller.register(self._fd, select.POLLIN)
         self._plain = not isinstance(sock, ssl_module.SSLSocket)
         self._wait_before_reading = False
+        # Reading is a role. The reader thread holds it in consume(); a thread that
+        # receives while its buffer is empty takes it when free and reads for itself, so a
+        # request-response loop never switches threads. Meanwhile the reader steps back.
+        self._read_role = threading.Lock()
+        self._reader_parked = threading.Condition(threading.Lock())
+        self._consuming = False
+        self._receiver_read_at = -_HANDOVER_GRACE
+        # A receiver's read ended what consume() waits for: the consumer declined, or EOF.
+        self._handed_back = False
 
     def read(self, timeout: float | None = None) -> bytes:
         """Return the next bytes available; ``b""`` at end of stream.
@@ -78,10 +91,7 @@ class SyncStream:
             TimeoutError: Nothing arrived within ``timeout`` seconds.
             OSError: The connection failed (reset, TLS error).
         """
-        view = self._receive_view
-        if view is None:
-            # Reused: recv() would allocate its whole size on every call.
-            view = self._receive_view = memoryview(bytearray(_RECEIVE_SIZE))
+        view = self._view()
         received = self.read_into(view, timeout)
         return view[:received].tobytes() if received else b""
 
@@ -99,16 +109,84 @@ class SyncStream:
             OSError: The connection failed (reset, TLS error).
         """
         deadline = None if timeout is None else monotonic() + timeout
+        view = self._view()
+        self._consuming = True
+        try:
+            while True:
+                if self._handed_back:
+                    return not self._eof
+                if self._aborted:
+                    return False
+                remaining = None if deadline is None else deadline - monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError("read timed out")
+                if (
+                    monotonic() - self._receiver_read_at < _HANDOVER_GRACE
+                    or self._read_role.locked()
+                ):
+                    # A receiving thread reads (or just did): stay back, look again soon.
+                    with self._reader_parked:
+                        if not (self._handed_back or self._aborted):
+                            pause = _HANDOVER_GRACE
+                            self._reader_parked.wait(
+                                pause if remaining is None else min(pause, remaining)
+                            )
+                    continue
+                if not self._read_role.acquire(blocking=False):
+                    continue
+                try:
+                    received = self.read_into(view, remaining)
+                    if received and consumer(view[:received]):
+                        continue
+                finally:
+                    self._read_role.release()
+                return bool(received)
+        finally:
+            # Once this returns no receiving thread reads: the caller may read() again.
+            with self._read_role:
+                self._consuming = False
+                self._handed_back = False
+
+    def read_for_receiver(
+        self, consumer: Callable[[bytes | memoryview], bool], timeout: float | None = None
+    ) -> bool:
+        """Read once in the calling thread, for a receive that found nothing to take.
+
+        Only while the reader thread is in :meth:`consume` and nobody else reads; the
+        bytes go to ``consumer`` as they would there. Returns whether it read (the caller
+        then looks for its message again); False means: wait for the reader thread.
+
+        Raises:
+            TimeoutError: Nothing arrived within ``timeout`` seconds.
+            OSError: The connection failed (reset, TLS error).
+        """
+        self._receiver_read_at = monotonic()
+        if self._handed_back or not self._consuming:
+            return False
+        if not self._read_role.acquire(blocking=False):
+            return False
+        try:
+            if self._handed_back or not self._consuming or self._aborted:
+                return False
+            view = self._view()
+            received = self.read_into(view, timeout)
+            if not received or not consumer(view[:received]):
+                # The end, or something that needs the reader loop (a full buffer, a
+                # failure, the close): hand back to the reader thread at once.
+                with self._reader_parked:
+                    self._handed_back = True
+                    self._reader_parked.notify_all()
+            return True
+        finally:
+            self._receiver_read_at = monotonic()
+            self._read_role.release()
+
+    def _view(self) -> memoryview:
         view = self._receive_view
         if view is None:
+            # Reused: recv() would allocate its whole size on every call.
             view = self._receive_view = memoryview(bytearray(_RECEIVE_SIZE))
-        while True:
-            remaining = None if deadline is None else deadline - monotonic()
-            received = self.read_into(view, remaining)
-            if not received:
-                return False
-            if not consumer(view[:received]):
-                return True
+        return view
 
     def read_into(self, target: memoryview, timeout: float | None = None) -> int:
         """Read up to ``len(target)`` bytes into ``target``; return how many (0: end of stream).
@@ -230,7 +308,10 @@ class SyncStream:
             self._sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
-        self._sock.close()
+        self._wake_parked_reader()
+        # A receiving thread woken by the shutdown lets go of the descriptor first.
+        with self._read_role:
+            self._sock.close()
 
     def abort(self) -> None:
         """Stop all I/O at once: wakes the reader (end of stream) and any drain (error).
@@ -243,6 +324,11 @@ class SyncStream:
             self._sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+        self._wake_parked_reader()
+
+    def _wake_parked_reader(self) -> None:
+        with self._reader_parked:
+            self._reader_parked.notify_all()
 
     def wait_closed(self, timeout: float | None = None) -> bool:
         return self._closed
@@ -354,6 +440,22 @@ class SyncMailbox(Generic[T]):
         self._sleepers = 0
         self.closed = False
         self.puts_never_wait = False
+        self._read_for_receiver: Callable[[float | None], bool] | None = None
+
+    def read_when_empty(
+        self, stream: SyncStream, consumer: Callable[[bytes | memoryview], bool]
+    ) -> None:
+        """Let a ``get`` that finds nothing read ``stream`` itself, through ``consumer``.
+
+        A thread that waits for a message would otherwise sleep until the reader thread
+        reads it and wakes it up: two thread switches per message. See
+        :meth:`SyncStream.read_for_receiver`.
+        """
+
+        def read_for_receiver(timeout: float | None) -> bool:
+            return stream.read_for_receiver(consumer, timeout)
+
+        self._read_for_receiver = read_for_receiver
 
     def _sleep(self, timeout: float | None) -> None:
         self._sleepers += 1
@@ -477,8 +579,22 @@ class SyncMailbox(Generic[T]):
             MailboxClosed: The mailbox is closed and those boxes are empty.
         """
         deadline = None if timeout is None else monotonic() + timeout
-        with self._condition:
-            while True:
+        read_for_receiver = self._read_for_receiver
+        while True:
+            if read_for_receiver is not None:
+                with self._condition:
+                    found = self._get_locked(kinds)
+                    if found is not None:
+                        return found
+                    if self.closed:
+                        raise MailboxClosed
+                remaining = None if deadline is None else deadline - monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError("receive timed out")
+                # Outside the lock: what is read goes into this mailbox.
+                if read_for_receiver(remaining):
+                    continue
+            with self._condition:
                 found = self._get_locked(kinds)
                 if found is not None:
                     return found

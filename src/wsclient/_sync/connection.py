@@ -185,6 +185,7 @@ class WebSocketConnection:
         self._mailbox: SyncMailbox[Any] = SyncMailbox(
             [text_queue_maxsize, binary_queue_maxsize, pong_queue_maxsize]
         )
+        self._mailbox.read_when_empty(self._stream, self._consume)
         self._state_lock = StateLock()
         self._send_lock = SyncLock()
         self._closed = SyncEvent()
