@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 from helpers import TIMEOUT_UNIT
 
-from wsclient._async._backend import spawn
+from wsclient._async._backend import monotonic, sleep, spawn
 from wsclient._async.client import WebSocketClient
 from wsclient.exceptions import ConnectionDisconnected, ProtocolError
-from wsclient.testing import WebSocketTestServer, close_with, silent
+from wsclient.testing import WebSocketTestServer, close_with, drop_after, silent
 
 from ._util import eventually, push_then_wait
 
@@ -167,3 +167,21 @@ async def test_close_completes_while_the_buffer_is_full() -> None:
             assert await connection.receive_text(timeout=TIMEOUT_UNIT) == "m1"
             with pytest.raises(ConnectionDisconnected):
                 await connection.receive_text(timeout=TIMEOUT_UNIT)
+
+
+async def test_sends_after_the_peer_dropped_the_connection_raise_connection_disconnected() -> None:
+    # Whether the drop is noticed by a read or by a failed write (broken pipe, reset), the
+    # application sees ConnectionDisconnected, never a bare OSError.
+    with WebSocketTestServer(drop_after(1)) as server:
+        async with WebSocketClient() as client:
+            connection = await client.connect(server.url, start_keepalive=False)
+            await connection.send_text("one")
+            assert await connection.receive_text(timeout=TIMEOUT_UNIT) == "one"
+            deadline = monotonic() + TIMEOUT_UNIT
+            with pytest.raises(ConnectionDisconnected) as caught:
+                while monotonic() < deadline:
+                    await connection.send_text("more")
+                    await sleep(0.001)
+            assert caught.value.code == 1006
+            await connection.close()
+            assert not connection.closed_cleanly

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from helpers import TIMEOUT_UNIT
 
-from wsclient._sync._backend import spawn
+from wsclient._sync._backend import monotonic, sleep, spawn
 from wsclient._sync.client import WebSocketClient
 from wsclient.exceptions import ConnectionDisconnected, ProtocolError
-from wsclient.testing import WebSocketTestServer, close_with, silent
+from wsclient.testing import WebSocketTestServer, close_with, drop_after, silent
 
 from ._util import eventually, push_then_wait
 
@@ -168,3 +168,21 @@ def test_close_completes_while_the_buffer_is_full() -> None:
             assert connection.receive_text(timeout=TIMEOUT_UNIT) == "m1"
             with pytest.raises(ConnectionDisconnected):
                 connection.receive_text(timeout=TIMEOUT_UNIT)
+
+
+def test_sends_after_the_peer_dropped_the_connection_raise_connection_disconnected() -> None:
+    # Whether the drop is noticed by a read or by a failed write (broken pipe, reset), the
+    # application sees ConnectionDisconnected, never a bare OSError.
+    with WebSocketTestServer(drop_after(1)) as server:
+        with WebSocketClient() as client:
+            connection = client.connect(server.url, start_keepalive=False)
+            connection.send_text("one")
+            assert connection.receive_text(timeout=TIMEOUT_UNIT) == "one"
+            deadline = monotonic() + TIMEOUT_UNIT
+            with pytest.raises(ConnectionDisconnected) as caught:
+                while monotonic() < deadline:
+                    connection.send_text("more")
+                    sleep(0.001)
+            assert caught.value.code == 1006
+            connection.close()
+            assert not connection.closed_cleanly

@@ -182,12 +182,7 @@ class AsyncStream:
         """
         protocol = self._protocol
         if not protocol.chunks and not protocol.eof:
-            waiter = protocol.read_waiter = self._loop.create_future()
-            try:
-                if not await _wait_future(waiter, timeout):
-                    raise TimeoutError("read timed out")
-            finally:
-                protocol.read_waiter = None
+            await self._wait_for_bytes(timeout)
         chunks = protocol.chunks
         if chunks:
             data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -229,15 +224,9 @@ class AsyncStream:
             if not consumer(data):
                 return True
         if not protocol.eof:
-            waiter = protocol.read_waiter = self._loop.create_future()
             protocol.consumer = consumer
             protocol.consumer_declined = False
-            try:
-                if not await _wait_future(waiter, timeout):
-                    raise TimeoutError("read timed out")
-            finally:
-                protocol.read_waiter = None
-                protocol.consumer = None
+            await self._wait_for_bytes(timeout)
             if protocol.consumer_declined:
                 return True
             if protocol.chunks:
@@ -254,6 +243,21 @@ class AsyncStream:
         """Never reads: the event loop reads as soon as bytes arrive (see the sync twin)."""
         return False
 
+    async def _wait_for_bytes(self, timeout: float | None) -> None:
+        """Wait for the protocol's next read event (bytes, a consumer declining, the end).
+
+        The consumer or read target set up by the caller is removed when it ends.
+        """
+        protocol = self._protocol
+        waiter = protocol.read_waiter = self._loop.create_future()
+        try:
+            if not await _wait_future(waiter, timeout):
+                raise TimeoutError("read timed out")
+        finally:
+            protocol.read_waiter = None
+            protocol.consumer = None
+            protocol.read_target = None
+
     async def read_into(self, target: memoryview, timeout: float | None = None) -> int:
         """Read up to ``len(target)`` bytes into ``target``; return how many (0: end of stream).
 
@@ -263,15 +267,9 @@ class AsyncStream:
         """
         protocol = self._protocol
         if not protocol.chunks and not protocol.eof:
-            waiter = protocol.read_waiter = self._loop.create_future()
             protocol.read_target = target
             protocol.target_filled = 0
-            try:
-                if not await _wait_future(waiter, timeout):
-                    raise TimeoutError("read timed out")
-            finally:
-                protocol.read_waiter = None
-                protocol.read_target = None
+            await self._wait_for_bytes(timeout)
             if protocol.target_filled:
                 return protocol.target_filled
         chunks = protocol.chunks

@@ -61,6 +61,7 @@ class SyncStream:
         self._output = bytearray()
         self._output_lock = threading.Lock()
         self._aborted = False
+        self._write_error: OSError | None = None
         self._closed = False
         self._eof = False
         self._high_water = 64 * 1024
@@ -242,13 +243,21 @@ class SyncStream:
                     sent = self._sock.send(output)
                 except _WOULD_BLOCK:
                     return
+                except OSError as exc:
+                    self._fail_writes(exc)
+                    return
                 del output[:sent]
+
+    def _fail_writes(self, exc: OSError) -> None:
+        # As the asyncio transport does, a failed write does not raise to the writer: the
+        # stream is aborted, so the reader ends the connection and drain() reports it.
+        self._write_error = exc
+        self.abort()
 
     def write_nowait(self, data: bytes) -> None:
         """Queue ``data`` and send what the socket takes now (order is kept across threads).
 
-        Raises:
-            OSError: The connection failed.
+        A connection that fails meanwhile is aborted; :meth:`drain` then raises.
         """
         if not data or self._aborted:
             return
@@ -259,6 +268,9 @@ class SyncStream:
                     sent = self._sock.send(data)
                 except _WOULD_BLOCK:
                     sent = 0
+                except OSError as exc:
+                    self._fail_writes(exc)
+                    return
                 if sent == len(data):
                     return
                 output += memoryview(data)[sent:]
@@ -280,7 +292,7 @@ class SyncStream:
         deadline = None if timeout is None else monotonic() + timeout
         while True:
             if self._aborted:
-                raise ConnectionResetError("connection aborted")
+                raise ConnectionResetError("connection aborted") from self._write_error
             self._flush()
             if not self._output:
                 return
@@ -583,32 +595,41 @@ class SyncMailbox(Generic[T]):
         while True:
             if read_for_receiver is not None:
                 with self._condition:
-                    found = self._get_locked(kinds)
+                    found, remaining = self._take_locked(kinds, deadline)
                     if found is not None:
                         return found
-                    if self.closed:
-                        raise MailboxClosed
-                remaining = None if deadline is None else deadline - monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise TimeoutError("receive timed out")
                 # Outside the lock: what is read goes into this mailbox.
                 if read_for_receiver(remaining):
                     continue
             with self._condition:
-                found = self._get_locked(kinds)
+                found, remaining = self._take_locked(kinds, deadline)
                 if found is not None:
                     return found
-                if self.closed:
-                    raise MailboxClosed
-                remaining = None if deadline is None else deadline - monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise TimeoutError("receive timed out")
                 self._blocked_gets.append(kinds)
                 self._idle_condition.notify_all()
                 try:
                     self._sleep(remaining)
                 finally:
                     self._blocked_gets.remove(kinds)
+
+    def _take_locked(
+        self, kinds: Sequence[int], deadline: float | None
+    ) -> tuple[tuple[int, T] | None, float | None]:
+        """The earliest item among ``kinds`` if any, else the time left to wait for one.
+
+        Raises:
+            MailboxClosed: Nothing to take, and nothing will come.
+            TimeoutError: Nothing to take, and no time left.
+        """
+        found = self._get_locked(kinds)
+        if found is not None:
+            return found, None
+        if self.closed:
+            raise MailboxClosed
+        remaining = None if deadline is None else deadline - monotonic()
+        if remaining is not None and remaining <= 0:
+            raise TimeoutError("receive timed out")
+        return None, remaining
 
     def close(self) -> None:
         with self._condition:
