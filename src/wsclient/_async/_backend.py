@@ -187,14 +187,9 @@ class AsyncStream:
         if chunks:
             data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             chunks.clear()
-            protocol.buffered = 0
-            if protocol.reading_paused:
-                protocol.reading_paused = False
-                self._transport.resume_reading()
+            self._taken(protocol.buffered)
             return data
-        error = protocol.error
-        if error is not None and not isinstance(error, ConnectionAbortedError):
-            raise error
+        self._raise_connection_error()
         return b""
 
     async def consume(
@@ -217,10 +212,7 @@ class AsyncStream:
             # Bytes that arrived while nobody was reading come first, one read at a time
             # (joining them would copy them all once more).
             data = chunks.pop(0)
-            protocol.buffered -= len(data)
-            if protocol.reading_paused and protocol.buffered <= _READ_LOW_WATER:
-                protocol.reading_paused = False
-                self._transport.resume_reading()
+            self._taken(len(data))
             if not consumer(data):
                 return True
         if not protocol.eof:
@@ -232,9 +224,7 @@ class AsyncStream:
             if protocol.chunks:
                 # Filled into a read target meanwhile (never with a consumer waiting).
                 raise AssertionError("bytes buffered while a consumer waited")
-        error = protocol.error
-        if error is not None and not isinstance(error, ConnectionAbortedError):
-            raise error
+        self._raise_connection_error()
         return False
 
     def read_for_receiver(
@@ -242,6 +232,20 @@ class AsyncStream:
     ) -> bool:
         """Never reads: the event loop reads as soon as bytes arrive (see the sync twin)."""
         return False
+
+    def _taken(self, nbytes: int) -> None:
+        """``nbytes`` of the buffered chunks were handed out: resume reading once low."""
+        protocol = self._protocol
+        protocol.buffered -= nbytes
+        if protocol.reading_paused and protocol.buffered <= _READ_LOW_WATER:
+            protocol.reading_paused = False
+            self._transport.resume_reading()
+
+    def _raise_connection_error(self) -> None:
+        """At the end of the stream: raise what ended it, unless it was closed on purpose."""
+        error = self._protocol.error
+        if error is not None and not isinstance(error, ConnectionAbortedError):
+            raise error
 
     async def _wait_for_bytes(self, timeout: float | None) -> None:
         """Wait for the protocol's next read event (bytes, a consumer declining, the end).
@@ -286,14 +290,9 @@ class AsyncStream:
                     del chunks[0]
                 else:
                     chunks[0] = chunk[taken:]
-            protocol.buffered -= filled
-            if protocol.reading_paused and protocol.buffered <= _READ_HIGH_WATER:
-                protocol.reading_paused = False
-                self._transport.resume_reading()
+            self._taken(filled)
             return filled
-        error = protocol.error
-        if error is not None and not isinstance(error, ConnectionAbortedError):
-            raise error
+        self._raise_connection_error()
         return 0
 
     def write_nowait(self, data: bytes) -> None:
@@ -578,12 +577,7 @@ class AsyncMailbox(Generic[T]):
         self._wake_all()
 
     def drop_oldest(self, kind: int) -> T | None:
-        box = self._boxes[kind]
-        if not box:
-            return None
-        item = box.popleft()[1]
-        self._wake_all()
-        return item
+        return self.take_nowait(kind)
 
     def take_nowait(self, kind: int) -> T | None:
         """Take the oldest item of one kind, or ``None`` if there is none."""

@@ -546,13 +546,7 @@ class SyncMailbox(Generic[T]):
             self._condition.notify_all()
 
     def drop_oldest(self, kind: int) -> T | None:
-        with self._condition:
-            box = self._boxes[kind]
-            if not box:
-                return None
-            item = box.popleft()[1]
-            self._wake()
-            return item
+        return self.take_nowait(kind)
 
     def _get_locked(self, kinds: Sequence[int]) -> tuple[int, T] | None:
         best: deque[tuple[int, T]] | None = None
