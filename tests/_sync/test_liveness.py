@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from typing import Any
 
 import pytest
 from helpers import TIMEOUT_UNIT
 
 from wsclient._sync.client import WebSocketClient
+from wsclient._sync.connection import WebSocketConnection
 from wsclient.exceptions import ConnectionDisconnected, ReadTimeout
 from wsclient.testing import ServerSession, WebSocketTestServer, never_pong
 
@@ -140,3 +143,25 @@ def test_a_slow_application_is_not_mistaken_for_a_dead_peer() -> None:
             received = [connection.receive_text(timeout=TIMEOUT_UNIT) for _ in range(50)]
             assert received == [f"m{index}" for index in range(50)]
             assert connection.close_code is None
+
+
+def _connection_the_server_closed(
+    client: WebSocketClient, url: str
+) -> weakref.ref[WebSocketConnection]:
+    connection = client.connect(url, keepalive_interval=60.0)
+    eventually(lambda: connection.closed)
+    assert connection.close_code == 1001
+    return weakref.ref(connection)
+
+
+def test_a_connection_the_server_closed_is_not_kept_alive_by_its_keepalive() -> None:
+    def close_at_once(session: ServerSession) -> None:
+        session.close(1001, "going away")
+
+    with WebSocketTestServer(close_at_once) as server:
+        # No `with` and no close(): only the end of the connection can stop the keepalive,
+        # whose next ping would otherwise hold the connection for keepalive_interval.
+        client = WebSocketClient()
+        reference = _connection_the_server_closed(client, server.url)
+        del client
+        eventually(lambda: gc.collect() >= 0 and reference() is None)

@@ -17,13 +17,30 @@ from wsclient.testing import ServerSession, WebSocketTestServer
 
 def test_closing_leaves_no_thread_behind(test_server: Any) -> None:
     with WebSocketClient() as client:
-        connection = client.connect(test_server.url, keepalive_interval=0.05)
-        assert {thread.name for thread in wsclient_threads()} >= {
-            "wsclient-reader",
-            "wsclient-keepalive",
-        }
-        connection.close()
+        connections = [client.connect(test_server.url, keepalive_interval=0.05) for _ in range(3)]
+        # A reader per connection; one keepalive thread serves them all.
+        names = sorted(thread.name for thread in wsclient_threads())
+        assert names == ["wsclient-keepalive"] + ["wsclient-reader"] * 3
+        wait_for_condition(
+            lambda: all(connection.stats.pings_sent >= 2 for connection in connections),
+            TIMEOUT_UNIT,
+        )
+        for connection in connections:
+            connection.close()
     wait_for_condition(lambda: not wsclient_threads(), TIMEOUT_UNIT)
+
+
+def test_a_connection_the_server_closed_leaves_no_thread_behind() -> None:
+    def close_at_once(session: ServerSession) -> None:
+        session.close(1001, "going away")
+
+    with WebSocketTestServer(close_at_once) as server:
+        client = WebSocketClient()
+        connection = client.connect(server.url)
+        wait_for_condition(lambda: connection.closed, TIMEOUT_UNIT)
+        # Nobody called close(): the end of the connection stopped its keepalive.
+        wait_for_condition(lambda: not wsclient_threads(), TIMEOUT_UNIT)
+        assert connection.close_code == 1001
 
 
 def test_sends_from_many_threads_never_interleave(test_server: Any) -> None:

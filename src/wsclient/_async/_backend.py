@@ -24,6 +24,8 @@ __all__ = [
     "AsyncStream",
     "StateLock",
     "TaskHandle",
+    "TimerHandle",
+    "call_later",
     "monotonic",
     "open_stream",
     "sleep",
@@ -667,6 +669,28 @@ class TaskHandle:
 def spawn(function: Callable[..., Coroutine[Any, Any, None]], *args: Any, name: str) -> TaskHandle:
     """Run ``function(*args)`` in the background; it must catch its own errors."""
     return TaskHandle(asyncio.get_running_loop().create_task(function(*args), name=name))
+
+
+class TimerHandle:
+    """A callback scheduled by :func:`call_later`."""
+
+    __slots__ = ("_handle",)
+
+    def __init__(self, handle: asyncio.TimerHandle) -> None:
+        self._handle = handle
+
+    def cancel(self) -> None:
+        """Make sure the callback does not run, and drop the reference to it."""
+        self._handle.cancel()
+
+
+def call_later(delay: float, callback: Callable[[], None]) -> TimerHandle:
+    """Run ``callback()`` on the running loop after ``delay`` seconds.
+
+    A timer costs no task: an idle connection's keepalive is one entry in the loop's heap.
+    ``callback`` must return promptly and catch its own errors.
+    """
+    return TimerHandle(asyncio.get_running_loop().call_later(delay, callback))
 
 
 async def sleep(seconds: float) -> None:

@@ -43,7 +43,16 @@ from ..protocol import (
     TextMessage,
 )
 from ..protocol.frames import build_close_payload
-from ._backend import AsyncEvent, AsyncLock, AsyncMailbox, AsyncStream, StateLock, TaskHandle
+from ._backend import (
+    AsyncEvent,
+    AsyncLock,
+    AsyncMailbox,
+    AsyncStream,
+    StateLock,
+    TaskHandle,
+    TimerHandle,
+)
+from ._backend import call_later as _call_later
 from ._backend import monotonic as _monotonic
 from ._backend import spawn as _spawn
 
@@ -100,6 +109,71 @@ class _PendingPing:
     round_trip: float | None = None
 
 
+class _Keepalive:
+    """The keepalive of one connection: a ping every interval, and a deadline for each pong.
+
+    It runs as timer callbacks (see ``call_later``), never as a task or thread of its own,
+    so nothing here may wait: the ping is queued with ``write_nowait``, and a dead peer is
+    failed by aborting the stream, which the reader then finishes.
+    """
+
+    __slots__ = ("_connection", "_deadline_timers", "_interval", "_ping_timer", "_stopped")
+
+    def __init__(self, connection: WebSocketConnection, interval: float) -> None:
+        self._connection = connection
+        self._interval = interval
+        self._stopped = False
+        self._deadline_timers: dict[bytes, TimerHandle] = {}
+        self._ping_timer: TimerHandle | None = _call_later(interval, self._ping)
+
+    def stop(self) -> None:
+        # Under the state lock, so that a ping running now in another thread does not
+        # schedule its successor after this.
+        with self._connection._state_lock:
+            self._stopped = True
+            timers = list(self._deadline_timers.values())
+            if self._ping_timer is not None:
+                timers.append(self._ping_timer)
+            self._ping_timer = None
+            self._deadline_timers.clear()
+        for timer in timers:
+            timer.cancel()
+
+    def _ping(self) -> None:
+        connection = self._connection
+        try:
+            if self._stopped or connection._protocol.state is not State.OPEN:
+                return
+            payload = os.urandom(4)
+            pending = _PendingPing(_monotonic(), AsyncEvent(), from_user=False)
+            connection._send_ping(payload, pending)
+        except ConnectionDisconnected:
+            return
+        except Exception as exc:
+            logger.exception("keepalive stopped: %r", exc)
+            return
+        ping_timeout = connection._ping_timeout
+        with connection._state_lock:
+            if self._stopped:
+                return
+            self._ping_timer = _call_later(self._interval, self._ping)
+            if ping_timeout is not None:
+                self._deadline_timers[payload] = _call_later(
+                    ping_timeout, lambda: self._check_pong(payload, pending)
+                )
+
+    def _check_pong(self, payload: bytes, pending: _PendingPing) -> None:
+        connection = self._connection
+        with connection._state_lock:
+            self._deadline_timers.pop(payload, None)
+            if self._stopped or pending.answered.is_set():
+                return
+        connection._pending_pings.pop(payload, None)
+        if connection._reading_paused or connection._last_received > pending.sent_at:
+            return
+        connection._fail_dead_peer()
+
+
 class WebSocketConnection:
     """An open WebSocket connection.
 
@@ -136,7 +210,6 @@ class WebSocketConnection:
         "_drop_frames",
         "_error",
         "_keepalive",
-        "_keepalive_stop",
         "_last_received",
         "_mailbox",
         "_max_frame_size",
@@ -195,8 +268,7 @@ class WebSocketConnection:
         # loop takes over with both.
         self._backlog: list[Event] = []
         self._consume_error: Exception | None = None
-        self._keepalive: TaskHandle | None = None
-        self._keepalive_stop: AsyncEvent | None = None
+        self._keepalive: _Keepalive | None = None
         self._reading_paused = False
         self._last_received = _monotonic()
         self._max_frame_size = conn.max_frame_size
@@ -334,8 +406,7 @@ class WebSocketConnection:
                 self._protocol.receive_eof()
         self._stream.close()
         self._mailbox.close()
-        if self._keepalive_stop is not None:
-            self._keepalive_stop.set()
+        self.stop_keep_alive()
         for pending in self._pending_pings.values():
             pending.answered.set()
         self._closed.set()
@@ -947,37 +1018,13 @@ class WebSocketConnection:
         self.stop_keep_alive()
         if self._closed.is_set():
             return
-        stop = self._keepalive_stop = AsyncEvent()
-        self._keepalive = _spawn(self._keepalive_loop, interval, stop, name="wsclient-keepalive")
+        self._keepalive = _Keepalive(self, interval)
 
     def stop_keep_alive(self) -> None:
         """Stop the keepalive pings (the connection stays open)."""
-        if self._keepalive_stop is not None:
-            self._keepalive_stop.set()
-            self._keepalive_stop = None
-
-    async def _keepalive_loop(self, interval: float, stop: AsyncEvent) -> None:
-        try:
-            while not await stop.wait(interval):
-                if self._protocol.state is not State.OPEN:
-                    return
-                payload = os.urandom(4)
-                pending = _PendingPing(_monotonic(), AsyncEvent(), from_user=False)
-                try:
-                    self._send_ping(payload, pending)
-                except ConnectionDisconnected:
-                    return
-                if self._ping_timeout is None:
-                    continue
-                if await pending.answered.wait(self._ping_timeout) or stop.is_set():
-                    continue
-                self._pending_pings.pop(payload, None)
-                if self._reading_paused or self._last_received > pending.sent_at:
-                    continue
-                self._fail_dead_peer()
-                return
-        except Exception as exc:
-            logger.exception("keepalive stopped: %r", exc)
+        keepalive, self._keepalive = self._keepalive, None
+        if keepalive is not None:
+            keepalive.stop()
 
     def _fail_dead_peer(self) -> None:
         logger.warning("no pong within %s s: closing the connection (1011)", self._ping_timeout)
@@ -1026,9 +1073,9 @@ class WebSocketConnection:
         await self._join_background()
 
     async def _join_background(self) -> None:
-        for handle in (self._reader, self._keepalive):
-            if handle is not None and not handle.is_current():
-                await handle.join(self._close_timeout)
+        reader = self._reader
+        if reader is not None and not reader.is_current():
+            await reader.join(self._close_timeout)
 
     async def __aenter__(self) -> WebSocketConnection:
         return self
