@@ -6,6 +6,7 @@ import base64
 import binascii
 import hashlib
 import os
+import re
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -31,10 +32,11 @@ DEFAULT_USER_AGENT = f"wsclient/{__version__} Python/{sys.version_info[0]}.{sys.
 HeadersLike = Mapping[str, str] | Iterable[tuple[str, str]]
 
 # RFC 9110 §5.5: field values are visible characters, spaces and tabs (and obs-text).
-_FORBIDDEN_VALUE_CHARS = frozenset(chr(code) for code in (*range(0x20), 0x7F)) - {"\t"}
-_TOKEN_CHARS = frozenset(
-    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-)
+# Regular expressions, not per-character loops: a handshake checks a few hundred characters.
+_FORBIDDEN_VALUE_CHAR = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_CR_LF_NUL = re.compile(r"[\r\n\x00]")
+# RFC 9110 §5.6.2 token.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # Set by the protocol itself; a user value would break the handshake, so these are refused.
 _RESERVED_HEADERS = frozenset(
     {
@@ -66,10 +68,12 @@ def generate_key() -> str:
 class Headers:
     """An ordered, case-insensitive multi-map of HTTP header fields."""
 
-    __slots__ = ("_items",)
+    __slots__ = ("_by_name", "_items")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str]] = list(items)
+        # Built on the first lookup: a validation looks up about five names.
+        self._by_name: dict[str, list[str]] | None = None
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The values of ``name`` joined with ", " (RFC 9110 §5.3), or ``default``."""
@@ -77,8 +81,12 @@ class Headers:
         return ", ".join(values) if values else default
 
     def get_all(self, name: str) -> list[str]:
-        lowered = name.lower()
-        return [value for key, value in self._items if key.lower() == lowered]
+        by_name = self._by_name
+        if by_name is None:
+            by_name = self._by_name = {}
+            for key, value in self._items:
+                by_name.setdefault(key.lower(), []).append(value)
+        return list(by_name.get(name.lower(), ()))
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and bool(self.get_all(name))
@@ -127,7 +135,7 @@ def parse_uri(url: str) -> WebSocketURI:
     Raises:
         ValueError: Not a ws/wss URL, no host, or an invalid port.
     """
-    if any(char in url for char in "\r\n\x00"):
+    if _CR_LF_NUL.search(url):
         raise ValueError("URL contains a control character")
     parts = urlsplit(url.strip())
     scheme = parts.scheme.lower()
@@ -156,11 +164,11 @@ def parse_uri(url: str) -> WebSocketURI:
 
 
 def _validate_header(name: str, value: str) -> None:
-    if not name or not all(char in _TOKEN_CHARS for char in name):
+    if not _TOKEN.fullmatch(name):
         raise ValueError(f"invalid header name {name!r}: must be an HTTP token")
-    if any(char in value for char in "\r\n\x00"):
+    if _CR_LF_NUL.search(value):
         raise ValueError(f"invalid value for header {name!r}: contains CR, LF or NUL")
-    if any(char in _FORBIDDEN_VALUE_CHARS for char in value):
+    if _FORBIDDEN_VALUE_CHAR.search(value):
         raise ValueError(f"invalid value for header {name!r}: contains a control character")
 
 
@@ -248,11 +256,11 @@ def _parse_header_lines(lines: list[str], what: str) -> Headers:
     items: list[tuple[str, str]] = []
     for line in lines:
         name, colon, value = line.partition(":")
-        if not colon or not name or not all(char in _TOKEN_CHARS for char in name):
+        if not colon or not _TOKEN.fullmatch(name):
             # Also rejects obsolete line folding (a line starting with whitespace).
             raise HandshakeError(f"{what} has an invalid header line {line[:100]!r}")
         value = value.strip(" \t")
-        if any(char in value for char in "\r\n\x00"):
+        if _CR_LF_NUL.search(value):
             raise HandshakeError(f"{what} header {name!r} has a control character")
         items.append((name, value))
     return Headers(items)
@@ -295,7 +303,7 @@ class ClientHandshake:
                     "subprotocols / compression options instead"
                 )
         for protocol in self.subprotocols or ():
-            if not protocol or not all(char in _TOKEN_CHARS for char in protocol):
+            if not _TOKEN.fullmatch(protocol):
                 raise ValueError(f"invalid subprotocol {protocol!r}: must be an HTTP token")
         if self.origin is not None:
             _validate_header("Origin", self.origin)
