@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import pytest
@@ -201,3 +202,29 @@ def test_an_error_inside_send_fragments_closes_with_1011(test_server: Any) -> No
         assert isinstance(caught.value.__cause__, TypeError)
     (session,) = test_server.wait_for_sessions(1, timeout=TIMEOUT_UNIT)
     eventually(lambda: session.close_code_received == 1011)
+
+
+def test_a_receive_that_times_out_within_a_large_message_loses_nothing() -> None:
+    payload = bytes(range(256)) * 4096  # 1 MiB: read into place, not through the buffer
+    first_part = 300_000
+    rest_may_go = threading.Event()
+
+    def send_in_two_parts(session: ServerSession) -> None:
+        header = b"\x82\x7f" + len(payload).to_bytes(8, "big")
+        session.send_raw(header + payload[:first_part])
+        rest_may_go.wait(10 * TIMEOUT_UNIT)
+        session.send_raw(payload[first_part:])
+        session.closed.wait(10 * TIMEOUT_UNIT)
+
+    with WebSocketTestServer(send_in_two_parts) as server:
+        with WebSocketClient() as client:
+            connection = client.connect(server.url, max_size=None)
+            # The receive reads what came of the message, then times out waiting for more.
+            with pytest.raises(ReadTimeout):
+                connection.receive_bytes(timeout=0.3)
+            rest_may_go.set()
+            assert connection.receive_bytes(timeout=TIMEOUT_UNIT) == payload
+            connection.send_text("still in step")
+            (session,) = server.wait_for_sessions(1, timeout=TIMEOUT_UNIT)
+            message = session.receive(timeout=TIMEOUT_UNIT)
+            assert message is not None and message.data == "still in step"

@@ -148,6 +148,43 @@ def test_a_receiving_thread_reads_for_itself(test_server: Any) -> None:
         connection.close()
 
 
+def test_a_receiving_thread_reads_large_messages_into_place_itself() -> None:
+    # The bytes of a large message are read straight into the message by the thread that
+    # waits for it: handing that work to the reader thread would only add two wake-ups.
+    payload = bytes(range(256)) * 4096
+
+    def echo_in_one_frame(session: ServerSession) -> None:
+        while (message := session.receive(timeout=10 * TIMEOUT_UNIT)) is not None:
+            data = message.data
+            assert isinstance(data, bytes)
+            session.send_raw(b"\x82\x7f" + len(data).to_bytes(8, "big") + data)
+
+    with WebSocketTestServer(echo_in_one_frame) as server, WebSocketClient() as client:
+        connection = client.connect(server.url, start_keepalive=False, max_size=None)
+        stream = connection._stream
+        read_into = stream.read_into
+        readers: list[str] = []
+
+        def recording_read_into(target: memoryview, timeout: float | None = None) -> int:
+            readers.append(threading.current_thread().name)
+            return read_into(target, timeout)
+
+        stream.read_into = recording_read_into  # type: ignore[method-assign]
+        for _ in range(3):
+            # Warm up: the first reads after the connect are the reader thread's.
+            connection.send_bytes(payload)
+            assert connection.receive_bytes(timeout=TIMEOUT_UNIT) == payload
+        readers.clear()
+        for _ in range(5):
+            connection.send_bytes(payload)
+            assert connection.receive_bytes(timeout=TIMEOUT_UNIT) == payload
+        # All of them, normally; the reader thread takes over when the receiver has not
+        # read for 20 ms, which a loaded machine can make happen now and then.
+        mine = readers.count(threading.current_thread().name)
+        assert readers and mine > len(readers) / 2, readers
+        connection.close()
+
+
 def test_pings_are_answered_once_the_application_stops_receiving(test_server: Any) -> None:
     with WebSocketClient() as client:
         connection = client.connect(test_server.url, start_keepalive=False)

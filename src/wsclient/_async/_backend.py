@@ -230,7 +230,11 @@ class AsyncStream:
         return False
 
     def read_for_receiver(
-        self, consumer: Callable[[bytes | memoryview], bool], timeout: float | None = None
+        self,
+        consumer: Callable[[bytes | memoryview], bool],
+        timeout: float | None = None,
+        receive_target: Callable[[], memoryview | None] | None = None,
+        target_filled: Callable[[int], bool] | None = None,
     ) -> bool:
         """Never reads: the event loop reads as soon as bytes arrive (see the sync twin)."""
         return False
@@ -477,7 +481,11 @@ class AsyncMailbox(Generic[T]):
         self.puts_never_wait = False
 
     def read_when_empty(
-        self, stream: AsyncStream, consumer: Callable[[bytes | memoryview], bool]
+        self,
+        stream: AsyncStream,
+        consumer: Callable[[bytes | memoryview], bool],
+        receive_target: Callable[[], memoryview | None],
+        target_filled: Callable[[int], bool],
     ) -> None:
         """Nothing to do here: the event loop reads as soon as bytes arrive.
 

@@ -257,7 +257,9 @@ class WebSocketConnection:
         self._mailbox: AsyncMailbox[Any] = AsyncMailbox(
             [text_queue_maxsize, binary_queue_maxsize, pong_queue_maxsize]
         )
-        self._mailbox.read_when_empty(self._stream, self._consume)
+        self._mailbox.read_when_empty(
+            self._stream, self._consume, self._receive_target, self._target_filled
+        )
         self._state_lock = StateLock()
         self._send_lock = AsyncLock()
         self._closed = AsyncEvent()
@@ -344,6 +346,24 @@ class WebSocketConnection:
             and protocol.failure is None
             and not protocol.receiving_in_place
         )
+
+    def _receive_target(self) -> memoryview | None:
+        """The buffer a large message is read into, if one is being read in place."""
+        protocol = self._protocol
+        if self._backlog or self._consume_error is not None or protocol.failure is not None:
+            return None
+        return protocol.receive_buffer()
+
+    def _target_filled(self, received: int) -> bool:
+        """Like :meth:`_consume`, for ``received`` bytes read into :meth:`_receive_target`;
+        True while reading may go on without the reader loop."""
+        try:
+            self._process(None, received)
+        except Exception as exc:
+            self._consume_error = exc
+            return False
+        protocol = self._protocol
+        return not self._backlog and protocol.state is not State.CLOSED and protocol.failure is None
 
     def _process(self, data: bytes | memoryview | None, received: int) -> None:
         """Feed what was read to the core (``data``, or ``received`` bytes read into place;

@@ -183,13 +183,22 @@ class SyncStream:
                 self._handed_back = False
 
     def read_for_receiver(
-        self, consumer: Callable[[bytes | memoryview], bool], timeout: float | None = None
+        self,
+        consumer: Callable[[bytes | memoryview], bool],
+        timeout: float | None = None,
+        receive_target: Callable[[], memoryview | None] | None = None,
+        target_filled: Callable[[int], bool] | None = None,
     ) -> bool:
-        """Read once in the calling thread, for a receive that found nothing to take.
+        """Read in the calling thread, for a receive that found nothing to take.
 
         Only while the reader thread is in :meth:`consume` and nobody else reads; the
-        bytes go to ``consumer`` as they would there. Returns whether it read (the caller
-        then looks for its message again); False means: wait for the reader thread.
+        bytes go to ``consumer`` as they would there. When ``consumer`` stops because a
+        large message is being read into place, the reads go on into
+        ``receive_target()`` (each count is reported to ``target_filled``, which says
+        whether reading may go on) until the message is complete: the receiver waits for
+        those bytes anyway, and the reader thread would only have to wake it.
+        Returns whether it read (the caller then looks for its message again); False
+        means: wait for the reader thread.
 
         Raises:
             TimeoutError: Nothing arrived within ``timeout`` seconds.
@@ -203,17 +212,50 @@ class SyncStream:
         try:
             if self._handed_back or not self._consuming or self._aborted:
                 return False
-            buffer, received = self._read_lent(timeout)
-            if not received or not _consume_lent(consumer, buffer, received):
-                # The end, or something that needs the reader loop (a full buffer, a
-                # failure, the close): hand back to the reader thread at once.
-                with self._reader_parked:
-                    self._handed_back = True
-                    self._reader_parked.notify_all()
+            deadline = None if timeout is None else monotonic() + timeout
+            reading_on = False
+            try:
+                buffer, received = self._read_lent(timeout)
+                reading_on = bool(received) and _consume_lent(consumer, buffer, received)
+                if received and not reading_on and receive_target and target_filled:
+                    reading_on = self._fill_targets(receive_target, target_filled, deadline)
+            finally:
+                if not reading_on:
+                    # The end, or something that needs the reader loop (a full buffer, a
+                    # failure, the close, a timeout within a message): hand back to the
+                    # reader thread at once.
+                    with self._reader_parked:
+                        self._handed_back = True
+                        self._reader_parked.notify_all()
             return True
         finally:
             self._receiver_read_at = monotonic()
             self._read_role.release()
+
+    def _fill_targets(
+        self,
+        receive_target: Callable[[], memoryview | None],
+        target_filled: Callable[[int], bool],
+        deadline: float | None,
+    ) -> bool:
+        """Read into place until the message is complete; whether reading may go on after.
+
+        False when there is nothing to fill (the consumer stopped for another reason) or
+        when the reader loop must take over.
+        """
+        target = receive_target()
+        if target is None:
+            return False
+        while target is not None:
+            try:
+                remaining = None if deadline is None else deadline - monotonic()
+                received = self.read_into(target, remaining)
+            finally:
+                target.release()
+            if not target_filled(received) or not received:
+                return False
+            target = receive_target()
+        return True
 
     def _read_lent(self, timeout: float | None) -> tuple[memoryview, int]:
         """Read into a lent buffer: ``(buffer, count)``; give it back when count is not 0.
@@ -516,7 +558,11 @@ class SyncMailbox(Generic[T]):
         self._read_for_receiver: Callable[[float | None], bool] | None = None
 
     def read_when_empty(
-        self, stream: SyncStream, consumer: Callable[[bytes | memoryview], bool]
+        self,
+        stream: SyncStream,
+        consumer: Callable[[bytes | memoryview], bool],
+        receive_target: Callable[[], memoryview | None],
+        target_filled: Callable[[int], bool],
     ) -> None:
         """Let a ``get`` that finds nothing read ``stream`` itself, through ``consumer``.
 
@@ -526,7 +572,7 @@ class SyncMailbox(Generic[T]):
         """
 
         def read_for_receiver(timeout: float | None) -> bool:
-            return stream.read_for_receiver(consumer, timeout)
+            return stream.read_for_receiver(consumer, timeout, receive_target, target_filled)
 
         self._read_for_receiver = read_for_receiver
 
