@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
+import weakref
 from typing import Any
 
 import pytest
@@ -85,3 +87,19 @@ def test_concurrent_spawns_each_get_a_thread() -> None:
     # All four wait at the barrier together: they cannot share a thread.
     barrier.wait()
     assert all(handle.join(TIMEOUT_UNIT) for handle in handles)
+
+
+def test_an_idle_worker_keeps_nothing_of_its_last_function() -> None:
+    ran_in: list[threading.Thread] = []
+
+    class Work:
+        def run(self) -> None:
+            ran_in.append(threading.current_thread())
+
+    work = Work()
+    reference = weakref.ref(work)
+    assert spawn(work.run, name="wsclient-test-work").join(TIMEOUT_UNIT)
+    del work
+    # Freed while its thread waits for more work, not only when the thread ends.
+    wait_for_condition(lambda: gc.collect() >= 0 and reference() is None, TIMEOUT_UNIT)
+    assert ran_in[0].is_alive()

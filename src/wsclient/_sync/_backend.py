@@ -803,6 +803,8 @@ class _Worker:
             finally:
                 thread.name = _IDLE_WORKER_NAME
                 handle._done.set()
+                # An idle worker must not keep the finished function's connection alive.
+                del job, function, args, handle
             with _workers_lock:
                 _idle_workers.append(self)
             if not self._wakeup.acquire(timeout=_WORKER_LINGER):
