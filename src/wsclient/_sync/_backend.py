@@ -59,8 +59,12 @@ _ERROR_EVENTS = select.POLLERR | select.POLLHUP | select.POLLNVAL
 _NO_BUFFER = memoryview(b"")
 
 
-def _new_buffer() -> memoryview:
-    return memoryview(bytearray(_RECEIVE_SIZE))
+def _take_buffer() -> memoryview:
+    try:
+        # One call, so that two threads never both see the last free buffer.
+        return _free_buffers.pop()
+    except IndexError:
+        return memoryview(bytearray(_RECEIVE_SIZE))
 
 
 def _give_back(buffer: memoryview) -> None:
@@ -267,7 +271,7 @@ class SyncStream:
             if self._aborted:
                 return _NO_BUFFER, 0
             if not self._wait_before_reading:
-                buffer = _free_buffers.pop() if _free_buffers else _new_buffer()
+                buffer = _take_buffer()
                 received = self._try_recv_into(buffer)
                 if received > 0:
                     return buffer, received
