@@ -333,20 +333,10 @@ class WebSocketConnection:
         The stream calls this as soon as bytes arrive, so a message reaches its buffer
         without a hop through the reader. What needs a wait (a full buffer, a failure to
         report in order, the end) is left to the reader loop, which this wakes by
-        returning False.
+        returning False. So is a large message to read into place, unless the stream
+        fills it through :meth:`_receive_target` and :meth:`_target_filled`.
         """
-        try:
-            self._process(data, len(data))
-        except Exception as exc:
-            self._consume_error = exc
-            return False
-        protocol = self._protocol
-        return (
-            not self._backlog
-            and protocol.state is not State.CLOSED
-            and protocol.failure is None
-            and not protocol.receiving_in_place
-        )
+        return self._handle_read(data, len(data)) and not self._protocol.receiving_in_place
 
     def _receive_target(self) -> memoryview | None:
         """The buffer a large message is read into, if one is being read in place."""
@@ -356,10 +346,14 @@ class WebSocketConnection:
         return protocol.receive_buffer()
 
     def _target_filled(self, received: int) -> bool:
-        """Like :meth:`_consume`, for ``received`` bytes read into :meth:`_receive_target`;
-        True while reading may go on without the reader loop."""
+        """Handle ``received`` bytes read into :meth:`_receive_target`, like :meth:`_consume`."""
+        return self._handle_read(None, received)
+
+    def _handle_read(self, data: bytes | memoryview | None, received: int) -> bool:
+        """:meth:`_process` without raising; whether reading may go on without the reader
+        loop (no message waits for room, no failure to report, not closed)."""
         try:
-            self._process(None, received)
+            self._process(data, received)
         except Exception as exc:
             self._consume_error = exc
             return False
