@@ -2,16 +2,19 @@
 
 Paths: ``/echo``; ``/close/CODE`` closes at once with CODE and reason "bye";
 ``/fragments`` sends one text message in three fragments, then echoes;
-``/subprotocol`` echoes and reports the selected subprotocol as its first message.
+``/subprotocol`` echoes and reports the selected subprotocol as its first message;
+``/frames`` answers each message with the payload sizes of its frames, as JSON.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import ServerConnection, serve
 
 SUBPROTOCOLS = ("chat", "json")
@@ -23,6 +26,13 @@ def _handler(connection: ServerConnection) -> None:
     if path.startswith("/close/"):
         connection.close(int(path.rsplit("/", 1)[1]), "bye")
         return
+    if path == "/frames":
+        while True:
+            try:
+                sizes = [len(frame) for frame in connection.recv_streaming(decode=False)]
+            except ConnectionClosed:
+                return
+            connection.send(json.dumps(sizes))
     if path == "/fragments":
         connection.send(["frag", "men", "ted"])
     elif path == "/subprotocol":

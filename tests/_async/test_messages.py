@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from helpers import TIMEOUT_UNIT
 
@@ -132,6 +134,36 @@ async def test_max_frame_size_splits_outgoing_messages(echo_url: str) -> None:
         connection = await client.connect(echo_url, max_frame_size=1000, compression=None)
         await connection.send_bytes(b"x" * 10_000)
         assert await connection.receive_bytes(timeout=TIMEOUT_UNIT) == b"x" * 10_000
+
+
+@pytest.mark.parametrize(
+    ("max_frame_size", "length", "expected"),
+    [
+        (1000, 10_500, [1000] * 10 + [500]),
+        (None, 3_000_000, [3_000_000]),
+        # The default: 256 KiB frames, written four at a time.
+        (..., 3 * 1024 * 1024 + 5, [256 * 1024] * 12 + [5]),
+        (300_000, 1_000_000, [300_000] * 3 + [100_000]),
+    ],
+)
+async def test_frames_on_the_wire(
+    websockets_server: str, max_frame_size: int | None, length: int, expected: list[int]
+) -> None:
+    options = {} if max_frame_size is ... else {"max_frame_size": max_frame_size}
+    async with WebSocketClient() as client:
+        connection = await client.connect(websockets_server + "frames", compression=None, **options)
+        payload = os.urandom(length)
+        await connection.send_bytes(payload)
+        await connection.send_text("é" * (length // 2) + "a" * (length % 2))
+        assert await connection.receive_json(timeout=TIMEOUT_UNIT) == expected
+        assert sum(await connection.receive_json(timeout=TIMEOUT_UNIT)) == length
+        # Each fragment is a frame of its own, split further only above max_frame_size.
+        await connection.send_fragments([b"ab", payload[:2000], b"c"])
+        fragment_frames = await connection.receive_json(timeout=TIMEOUT_UNIT)
+        if max_frame_size == 1000:
+            assert fragment_frames == [2, 1000, 1000, 1]
+        else:
+            assert fragment_frames == [2, 2000, 1]
 
 
 async def test_fragmented_message_from_the_server_is_reassembled(

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Any
 
@@ -78,6 +79,31 @@ def test_receive_fragments_needs_streaming(test_server: Any) -> None:
 def _stop_reading(session: ServerSession) -> None:
     session.stop_reading()
     session.closed.wait(60)
+
+
+def test_large_messages_queued_behind_a_stalled_peer_arrive_intact() -> None:
+    # Large frames are built in a buffer that is reused for the next large message: what
+    # the transport still holds must never be overwritten.
+    with WebSocketTestServer(_stop_reading) as server:
+        with WebSocketClient() as client:
+            connection = client.connect(
+                server.url, compression=None, start_keepalive=False, max_size=None
+            )
+            payloads = [os.urandom(size) for size in [300_000, 70_000, 900_000] * 8]
+            timeouts = 0
+            for payload in payloads:
+                try:
+                    connection.send_bytes(payload, timeout=0.01)
+                except WriteTimeout:
+                    timeouts += 1  # the message stays queued, whole
+            assert timeouts > 0, "the peer's buffers never filled up"
+            (session,) = server.wait_for_sessions(1, timeout=TIMEOUT_UNIT)
+            session.resume_reading()
+            # Wait without blocking: the client is still flushing what it queued.
+            eventually(lambda: session.messages_received == len(payloads), 10 * TIMEOUT_UNIT)
+            for payload in payloads:
+                message = session.receive(timeout=TIMEOUT_UNIT)
+                assert message is not None and message.data == payload
 
 
 def test_send_to_a_peer_that_stopped_reading_times_out() -> None:

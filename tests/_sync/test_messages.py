@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from helpers import TIMEOUT_UNIT
 
@@ -133,6 +135,36 @@ def test_max_frame_size_splits_outgoing_messages(echo_url: str) -> None:
         connection = client.connect(echo_url, max_frame_size=1000, compression=None)
         connection.send_bytes(b"x" * 10_000)
         assert connection.receive_bytes(timeout=TIMEOUT_UNIT) == b"x" * 10_000
+
+
+@pytest.mark.parametrize(
+    ("max_frame_size", "length", "expected"),
+    [
+        (1000, 10_500, [1000] * 10 + [500]),
+        (None, 3_000_000, [3_000_000]),
+        # The default: 256 KiB frames, written four at a time.
+        (..., 3 * 1024 * 1024 + 5, [256 * 1024] * 12 + [5]),
+        (300_000, 1_000_000, [300_000] * 3 + [100_000]),
+    ],
+)
+def test_frames_on_the_wire(
+    websockets_server: str, max_frame_size: int | None, length: int, expected: list[int]
+) -> None:
+    options = {} if max_frame_size is ... else {"max_frame_size": max_frame_size}
+    with WebSocketClient() as client:
+        connection = client.connect(websockets_server + "frames", compression=None, **options)
+        payload = os.urandom(length)
+        connection.send_bytes(payload)
+        connection.send_text("é" * (length // 2) + "a" * (length % 2))
+        assert connection.receive_json(timeout=TIMEOUT_UNIT) == expected
+        assert sum(connection.receive_json(timeout=TIMEOUT_UNIT)) == length
+        # Each fragment is a frame of its own, split further only above max_frame_size.
+        connection.send_fragments([b"ab", payload[:2000], b"c"])
+        fragment_frames = connection.receive_json(timeout=TIMEOUT_UNIT)
+        if max_frame_size == 1000:
+            assert fragment_frames == [2, 1000, 1000, 1]
+        else:
+            assert fragment_frames == [2, 2000, 1]
 
 
 def test_fragmented_message_from_the_server_is_reassembled(

@@ -301,10 +301,17 @@ class AsyncStream:
         self._raise_connection_error()
         return 0
 
-    def write_nowait(self, data: bytes) -> None:
-        """Queue ``data`` for sending without waiting (order is kept across callers)."""
+    def write_nowait(self, data: bytes | memoryview) -> bool:
+        """Queue ``data`` for sending without waiting (order is kept across callers).
+
+        Returns whether the stream is done with ``data`` (sent, or copied): if not, the
+        transport may still read it later, so it must not change.
+        """
         if data and not self._protocol.lost:
             self._transport.write(data)
+            # Some transports keep a reference to what they could not send at once.
+            return not self._transport.get_write_buffer_size()
+        return True
 
     def must_drain(self) -> bool:
         """Whether :meth:`drain` has anything to wait for or report (cheap to ask)."""

@@ -52,6 +52,12 @@ _HANDOVER_GRACE = 0.02
 # The timer thread ends after this long with no timer, so a process whose connections are
 # all closed keeps no thread, while back-to-back connections reuse one.
 _TIMER_THREAD_LINGER = 1.0
+# Output left queued with nobody draining it (a send that timed out, a keepalive ping behind
+# a full socket) is flushed by a worker thread, started if it is still there this much
+# later: a sender drains right after it writes, and usually needs no help.
+_UNATTENDED_OUTPUT_DELAY = 0.01
+# The flusher looks again this often whether the stream was closed meanwhile.
+_FLUSHER_POLL_INTERVAL = 1.0
 _WOULD_BLOCK = (BlockingIOError, ssl_module.SSLWantReadError, ssl_module.SSLWantWriteError)
 _ERROR_EVENTS = select.POLLERR | select.POLLHUP | select.POLLNVAL
 
@@ -116,6 +122,11 @@ class SyncStream:
         self._receiver_read_at = -_HANDOVER_GRACE
         # A receiver's read ended what consume() waits for: the consumer declined, or EOF.
         self._handed_back = False
+        # A thread that waits in poll() for input does not see output queued meanwhile by
+        # another thread; these make sure queued output is never left unattended.
+        self._draining = 0
+        self._output_check_scheduled = False
+        self._flusher_running = False
 
     def read(self, timeout: float | None = None) -> bytes:
         """Return the next bytes available; ``b""`` at end of stream.
@@ -344,16 +355,19 @@ class SyncStream:
     def _flush(self) -> None:
         """Send what the socket takes now without blocking; keep the rest."""
         with self._output_lock:
-            output = self._output
-            while output and not self._aborted:
-                try:
-                    sent = self._sock.send(output)
-                except _WOULD_BLOCK:
-                    return
-                except OSError as exc:
-                    self._fail_writes(exc)
-                    return
-                del output[:sent]
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        output = self._output
+        while output and not self._aborted:
+            try:
+                sent = self._sock.send(output)
+            except _WOULD_BLOCK:
+                return
+            except OSError as exc:
+                self._fail_writes(exc)
+                return
+            del output[:sent]
 
     def _fail_writes(self, exc: OSError) -> None:
         # As the asyncio transport does, a failed write does not raise to the writer: the
@@ -361,13 +375,15 @@ class SyncStream:
         self._write_error = exc
         self.abort()
 
-    def write_nowait(self, data: bytes) -> None:
+    def write_nowait(self, data: bytes | memoryview) -> bool:
         """Queue ``data`` and send what the socket takes now (order is kept across threads).
 
-        A connection that fails meanwhile is aborted; :meth:`drain` then raises.
+        Returns whether the stream is done with ``data``: always here, as what the socket
+        does not take at once is copied. A connection that fails meanwhile is aborted;
+        :meth:`drain` then raises.
         """
         if not data or self._aborted:
-            return
+            return True
         with self._output_lock:
             output = self._output
             if not output:
@@ -377,13 +393,41 @@ class SyncStream:
                     sent = 0
                 except OSError as exc:
                     self._fail_writes(exc)
-                    return
+                    return True
                 if sent == len(data):
-                    return
+                    return True
                 output += memoryview(data)[sent:]
+            else:
+                output += data
+                self._flush_locked()
+            if output and not self._draining:
+                self._check_output_later()
+        return True
+
+    def _check_output_later(self) -> None:
+        """Make sure output still queued soon is flushed by someone (output lock held)."""
+        if not self._output_check_scheduled and not self._flusher_running:
+            self._output_check_scheduled = True
+            call_later(_UNATTENDED_OUTPUT_DELAY, self._check_output)
+
+    def _check_output(self) -> None:
+        # In the timer thread: only hand the wait to a worker.
+        with self._output_lock:
+            self._output_check_scheduled = False
+            if not self._output or self._aborted or self._draining or self._flusher_running:
                 return
-            output += data
-        self._flush()
+            self._flusher_running = True
+        spawn(self._flush_in_background, name="wsclient-flusher")
+
+    def _flush_in_background(self) -> None:
+        while True:
+            with self._output_lock:
+                if not self._output or self._aborted or self._draining:
+                    # A draining thread waits for the socket itself: it takes over.
+                    self._flusher_running = False
+                    return
+            _poll(self._fd, select.POLLOUT, _FLUSHER_POLL_INTERVAL)
+            self._flush()
 
     def must_drain(self) -> bool:
         """Whether :meth:`drain` has anything to wait for or report (cheap to ask)."""
@@ -397,18 +441,27 @@ class SyncStream:
             ConnectionResetError: The connection was aborted or lost.
         """
         deadline = None if timeout is None else monotonic() + timeout
-        while True:
-            if self._aborted:
-                raise ConnectionResetError("connection aborted") from self._write_error
-            self._flush()
-            if not self._output:
-                return
-            remaining = None if deadline is None else deadline - monotonic()
-            if remaining is not None and remaining <= 0:
-                raise TimeoutError("write timed out")
-            revents = _poll(self._fd, select.POLLOUT, remaining)
-            if revents & _ERROR_EVENTS and not revents & select.POLLOUT:
-                raise ConnectionResetError("connection lost")
+        with self._output_lock:
+            self._draining += 1
+        try:
+            while True:
+                if self._aborted:
+                    raise ConnectionResetError("connection aborted") from self._write_error
+                self._flush()
+                if not self._output:
+                    return
+                remaining = None if deadline is None else deadline - monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError("write timed out")
+                revents = _poll(self._fd, select.POLLOUT, remaining)
+                if revents & _ERROR_EVENTS and not revents & select.POLLOUT:
+                    raise ConnectionResetError("connection lost")
+        finally:
+            with self._output_lock:
+                self._draining -= 1
+                if self._output and not self._draining and not self._aborted:
+                    # Timed out: what is queued still goes out when the peer reads again.
+                    self._check_output_later()
 
     def write_buffer_size(self) -> int:
         return len(self._output)

@@ -44,6 +44,7 @@ from ..protocol import (
     TextMessage,
 )
 from ..protocol.frames import build_close_payload
+from ..protocol.frames import release_send_buffer as _release_send_buffer
 from ._backend import (
     StateLock,
     SyncEvent,
@@ -61,6 +62,16 @@ _NORMAL_CLOSE_CODES = (1000, 1001)
 # Large enough that framing costs nothing, small enough that a pong waits for at most this
 # many bytes of a large message ahead of it.
 DEFAULT_MAX_FRAME_SIZE = 256 * 1024
+# A large message is written this many bytes at a time, split into frames: each write wakes
+# the peer, and on loopback four writes of 256 KiB cost the client half as much again as
+# one of 1 MiB. Between writes the send waits for the buffer to drain, so a pong never waits
+# behind more than this (plus the buffer's high-water mark).
+_WRITE_BATCH = 1024 * 1024
+
+
+def _write_batch(max_frame_size: int) -> int:
+    """How many payload bytes of a large message one write carries: whole frames."""
+    return max_frame_size * max(1, _WRITE_BATCH // max_frame_size)
 
 
 @dataclass
@@ -275,6 +286,9 @@ class WebSocketConnection:
         self._reading_paused = False
         self._last_received = _monotonic()
         self._max_frame_size = conn.max_frame_size
+        # The core splits what is written at once into frames (see _send).
+        conn.protocol.max_frame_size = conn.max_frame_size
+        conn.protocol.reuse_send_buffer = True
         self._streaming = stream_fragments or conn.protocol.stream_messages
         conn.protocol.stream_messages = self._streaming
         # Streaming mode: pieces of a message already taken by a receive that timed out, and
@@ -569,16 +583,18 @@ class WebSocketConnection:
                 self._write_frame(opcode, payload, True, compress)
                 self._drain(timeout)
             else:
-                # One frame at a time, each written before the next is built, so that pongs
-                # and keepalive pings can go out between the frames of a large message.
+                # A few frames at a time (one write each, that wakes the peer once), each
+                # batch written before the next is built, so that pongs and keepalive pings
+                # can go out between the batches of a large message.
                 view = memoryview(payload)
+                batch = _write_batch(limit)
                 written = 0
                 try:
-                    for start in range(0, len(view), limit):
-                        piece = view[start : start + limit]
-                        last = start + limit >= len(view)
+                    for start in range(0, len(view), batch):
+                        piece = view[start : start + batch]
+                        last = start + batch >= len(view)
                         self._write_frame(opcode if start == 0 else None, piece, last, compress)
-                        written = start + limit
+                        written = start + batch
                         self._drain(timeout)
                 except BaseException:
                     # Never leave a message half-queued: the peer would wait for its end and
@@ -592,10 +608,11 @@ class WebSocketConnection:
     def _queue_rest_of_message(self, view: memoryview, start: int, compress: bool) -> None:
         limit = self._max_frame_size
         assert limit is not None
+        batch = _write_batch(limit)
         try:
-            for offset in range(start, len(view), limit):
-                last = offset + limit >= len(view)
-                self._write_frame(None, view[offset : offset + limit], last, compress)
+            for offset in range(start, len(view), batch):
+                last = offset + batch >= len(view)
+                self._write_frame(None, view[offset : offset + batch], last, compress)
         except ConnectionDisconnected:
             pass
 
@@ -618,11 +635,17 @@ class WebSocketConnection:
                     protocol.send_binary(payload, compress=compress)
             except ConnectionDisconnected:
                 raise self._disconnected() from self._error
-            self._stream.write_nowait(protocol.data_to_send())
+            self._write_data(protocol.data_to_write())
         if logger.isEnabledFor(DEBUG):
             kind = "TEXT" if opcode == self.OPCODE_TEXT else "BINARY"
             logger.debug("> %s %d bytes", kind, len(payload))
         return True
+
+    def _write_data(self, data: bytes | memoryview) -> None:
+        # A view is of this thread's send buffer: if the stream still holds it, the next
+        # large message must not overwrite it.
+        if not self._stream.write_nowait(data) and type(data) is memoryview:
+            _release_send_buffer()
 
     def _write_frame(
         self,
@@ -643,7 +666,7 @@ class WebSocketConnection:
                     protocol.send_binary(payload, fin=fin, compress=compress)
             except ConnectionDisconnected:
                 raise self._disconnected() from self._error
-            self._stream.write_nowait(protocol.data_to_send())
+            self._write_data(protocol.data_to_write())
         if logger.isEnabledFor(DEBUG):
             kind = {None: "CONTINUATION", self.OPCODE_TEXT: "TEXT"}.get(opcode, "BINARY")
             logger.debug("> %s %d bytes%s", kind, len(payload), "" if fin else " (more follow)")
@@ -716,7 +739,8 @@ class WebSocketConnection:
         *,
         timeout: float | None = None,
     ) -> None:
-        """Send one message made of several frames, one per fragment.
+        """Send one message made of several frames, one per fragment (a fragment longer
+        than ``max_frame_size`` is split further).
 
         The first fragment decides the type (``str``: text, ``bytes``: binary); every
         fragment must have that type. Pings and pongs still flow between the frames, and

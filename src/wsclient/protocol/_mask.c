@@ -124,6 +124,45 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(mask_into_doc,
+"mask_into(out, offset, data, key, /)\n--\n\n"
+"Write data XOR-ed with the 4-byte key into the writable buffer out at offset.");
+
+/* Masks into a buffer the caller reuses, so a large frame costs no fresh allocation. */
+static PyObject *
+mask_into(PyObject *module, PyObject *args)
+{
+    Py_buffer out, data, key;
+    Py_ssize_t offset;
+    PyObject *result = NULL;
+
+    if (!PyArg_ParseTuple(args, "w*ny*y*:mask_into", &out, &offset, &data, &key)) {
+        return NULL;
+    }
+    if (check_key(&key) < 0) {
+        goto done;
+    }
+    if (offset < 0 || offset > out.len || data.len > out.len - offset) {
+        PyErr_SetString(PyExc_ValueError, "data does not fit in out at offset");
+        goto done;
+    }
+    unsigned char *target = (unsigned char *)out.buf + offset;
+    if (data.len >= RELEASE_GIL_ABOVE) {
+        Py_BEGIN_ALLOW_THREADS
+        xor_with_key(target, data.buf, data.len, key.buf);
+        Py_END_ALLOW_THREADS
+    }
+    else {
+        xor_with_key(target, data.buf, data.len, key.buf);
+    }
+    result = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&key);
+    return result;
+}
+
 /*
  * A bytes object that is filled in place before anyone else sees it. A large message is
  * read straight into the bytes object that becomes the message, so no bytearray has to be
@@ -208,6 +247,7 @@ static PyMethodDef methods[] = {
     {"unfilled_bytes", unfilled_bytes, METH_O, unfilled_bytes_doc},
     {"mask", mask, METH_VARARGS, mask_doc},
     {"masked_frame", masked_frame, METH_VARARGS, masked_frame_doc},
+    {"mask_into", mask_into, METH_VARARGS, mask_into_doc},
     {NULL, NULL, 0, NULL},
 };
 

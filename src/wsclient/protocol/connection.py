@@ -62,8 +62,10 @@ from .frames import (
     OP_PING,
     OP_PONG,
     OP_TEXT,
+    SEND_BUFFER_MIN,
     build_close_payload,
     build_frame,
+    build_frames,
     filled_bytes,
     mask,
     parse_close_payload,
@@ -256,11 +258,14 @@ class Connection:
         self.failure: ProtocolError | None = None
         self.defer_failure = defer_failure
         self.eof_received = False
+        #: Build large masked frames in the thread's reusable send buffer, for an I/O layer
+        #: that takes them with :meth:`data_to_write`. (:meth:`data_to_send` copies them.)
+        self.reuse_send_buffer = False
 
         self._mask_outgoing = role is Role.CLIENT
         self._expect_masked = role is Role.SERVER
         self._events: list[Event] = []
-        self._output: list[bytes | bytearray] = []
+        self._output: list[bytes | bytearray | memoryview] = []
         self._pending = bytearray()
         # The data frame whose payload is still arriving, if any.
         self._frame_remaining = 0
@@ -406,12 +411,24 @@ class Connection:
 
     def data_to_send(self) -> bytes:
         """Return and forget the bytes queued for the transport."""
+        data = self.data_to_write()
+        return data if isinstance(data, bytes) else bytes(data)
+
+    def data_to_write(self) -> bytes | memoryview:
+        """:meth:`data_to_send`, without copying a view of the send buffer.
+
+        With :attr:`reuse_send_buffer`, the result may be a view of the calling thread's
+        send buffer (see :func:`~wsclient.protocol.frames.build_frames`): write or copy it
+        before this thread queues the next data frame, or call
+        :func:`~wsclient.protocol.frames.release_send_buffer` if the transport keeps it.
+        """
         output = self._output
         if not output:
             return b""
         self._output = []
         if len(output) == 1:
-            return bytes(output[0]) if isinstance(output[0], bytearray) else output[0]
+            data = output[0]
+            return bytes(data) if isinstance(data, bytearray) else data
         return b"".join(output)
 
     def _receive_handshake_data(self, data: bytes | bytearray) -> bytes:
@@ -770,7 +787,20 @@ class Connection:
             if deflate is None and fin and (limit is None or len(payload) <= limit):
                 # The common case: one uncompressed frame.
                 self._out_compressed = False
-                self._output.append(build_frame(opcode, payload, masked=self._mask_outgoing))
+                if self.reuse_send_buffer and len(payload) >= SEND_BUFFER_MIN:
+                    if self._output:
+                        self._keep_queued_views()
+                    self._output.append(
+                        build_frames(
+                            opcode,
+                            payload,
+                            max_frame_size=None,
+                            masked=self._mask_outgoing,
+                            reuse_buffer=True,
+                        )
+                    )
+                else:
+                    self._output.append(build_frame(opcode, payload, masked=self._mask_outgoing))
                 return
             self._out_compressed = bool(
                 compress
@@ -786,28 +816,29 @@ class Connection:
             if fin:
                 self._out_opcode = None
         rsv1 = self._out_compressed and opcode != OP_CONTINUATION
+        if self.reuse_send_buffer and self._output:
+            self._keep_queued_views()
         if self._out_compressed:
             assert self.deflate is not None
             payload = self.deflate.compress(payload, final=fin)
-        limit = self.max_frame_size
-        if limit is None or len(payload) <= limit:
-            self._output.append(
-                build_frame(opcode, payload, fin=fin, rsv1=rsv1, masked=self._mask_outgoing)
+        self._output.append(
+            build_frames(
+                opcode,
+                payload,
+                max_frame_size=self.max_frame_size,
+                fin=fin,
+                rsv1=rsv1,
+                masked=self._mask_outgoing,
+                reuse_buffer=self.reuse_send_buffer,
             )
-            return
-        view = memoryview(payload)
-        for start in range(0, len(view), limit):
-            piece = view[start : start + limit]
-            last_piece = start + limit >= len(view)
-            self._output.append(
-                build_frame(
-                    opcode if start == 0 else OP_CONTINUATION,
-                    piece,
-                    fin=fin and last_piece,
-                    rsv1=rsv1 and start == 0,
-                    masked=self._mask_outgoing,
-                )
-            )
+        )
+
+    def _keep_queued_views(self) -> None:
+        # Frames still queued may be views of the send buffer about to be reused.
+        output = self._output
+        for index, data in enumerate(output):
+            if type(data) is memoryview:
+                output[index] = bytes(data)
 
     @property
     def sending_fragmented_message(self) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 from collections import deque
 from collections.abc import Callable
 from typing import Final
@@ -88,21 +89,30 @@ def _py_unfilled_bytes(size: int) -> tuple[bytes | bytearray, memoryview]:
     return buffer, memoryview(buffer)
 
 
+_MaskIntoFunction = Callable[
+    [bytearray, int, bytes | bytearray | memoryview, bytes | bytearray], None
+]
+
 _c_mask: _MaskFunction | None
 _c_masked_frame: _MaskedFrameFunction | None
+_c_mask_into: _MaskIntoFunction | None
 _c_unfilled_bytes: Callable[[int], tuple[bytes | bytearray, memoryview]] | None
 try:
     from ._mask import mask as _c_mask
+    from ._mask import mask_into as _c_mask_into
     from ._mask import masked_frame as _c_masked_frame
     from ._mask import unfilled_bytes as _c_unfilled_bytes
 except ImportError:  # built without a C compiler: the pure-Python path is used
-    _c_mask = _c_masked_frame = _c_unfilled_bytes = None
+    _c_mask = _c_masked_frame = _c_mask_into = _c_unfilled_bytes = None
 
 #: ``mask(data, key)``: ``data`` XOR-ed with the repeated 4-byte ``key`` (its own inverse).
 mask: _MaskFunction = _c_mask or _py_mask
 #: ``masked_frame(header, data, key)``: ``header`` followed by ``mask(data, key)``, built
 #: in one allocation (a whole client frame without an intermediate copy).
 masked_frame: _MaskedFrameFunction = _c_masked_frame or _py_masked_frame
+#: ``mask_into(out, offset, data, key)``: write ``mask(data, key)`` into the bytearray
+#: ``out`` at ``offset`` (it must fit).
+mask_into: _MaskIntoFunction = _c_mask_into or _py_mask_into
 #: ``unfilled_bytes(size)``: ``(data, view)``, a buffer of ``size`` bytes (at least 2) to fill
 #: through the writable ``view``. Compiled, ``data`` is the ``bytes`` object itself, so the
 #: filled message needs no copy; otherwise it is a ``bytearray`` (see ``filled_bytes``).
@@ -159,6 +169,102 @@ def build_frame(
         return header + payload
     key = _masking_key()
     return masked_frame(header + key, payload, key)
+
+
+# Large masked frames are built in a buffer that each thread reuses. A fresh buffer of a
+# megabyte is fresh memory: the kernel maps it page by page as the mask is written, and
+# that costs more than the masking itself. Frames larger than SEND_BUFFER_MAX still get a
+# buffer of their own (a thread keeps at most this much for the rest of its life).
+SEND_BUFFER_MIN: Final = 64 * 1024
+SEND_BUFFER_MAX: Final = 1024 * 1024 + 64 * 1024
+_MAX_HEADER: Final = 14
+
+
+class _SendBuffer(threading.local):
+    buffer: bytearray | None = None
+
+
+_send_buffer = _SendBuffer()
+
+
+def release_send_buffer() -> None:
+    """Let the next large frame of this thread go to a new buffer.
+
+    For an I/O layer that handed a view from :func:`build_frames` to a transport that may
+    still read it later: the thread's buffer is left to that view.
+    """
+    _send_buffer.buffer = None
+
+
+def _reusable_buffer(size: int) -> bytearray:
+    buffer = _send_buffer.buffer
+    if buffer is None or len(buffer) < size:
+        # Rounded up, so that a stream of slightly growing frames does not reallocate
+        # each time.
+        buffer = _send_buffer.buffer = bytearray(-(-size // SEND_BUFFER_MIN) * SEND_BUFFER_MIN)
+    return buffer
+
+
+def build_frames(
+    opcode: int,
+    payload: bytes | bytearray | memoryview,
+    *,
+    max_frame_size: int | None,
+    fin: bool = True,
+    rsv1: bool = False,
+    masked: bool,
+    reuse_buffer: bool = False,
+) -> bytes | memoryview:
+    """Serialize ``payload`` as frames of at most ``max_frame_size`` bytes (``None``: one).
+
+    The first frame carries ``opcode`` and ``rsv1``, the others are continuations; only
+    the last may carry FIN (when ``fin``). With ``reuse_buffer``, masked frames of at least
+    ``SEND_BUFFER_MIN`` bytes in all are built in this thread's send buffer and returned as
+    a view of it: the caller must send or copy the bytes before this thread builds frames
+    again, or call :func:`release_send_buffer`.
+    """
+    length = len(payload)
+    if max_frame_size is None or length <= max_frame_size:
+        count = 1
+        max_frame_size = length
+    else:
+        count = -(-length // max_frame_size)
+    bound = length + count * _MAX_HEADER
+    if not (masked and reuse_buffer and SEND_BUFFER_MIN <= length and bound <= SEND_BUFFER_MAX):
+        if count == 1:
+            return build_frame(opcode, payload, fin=fin, rsv1=rsv1, masked=masked)
+        view = memoryview(payload)
+        return b"".join(
+            build_frame(
+                opcode if start == 0 else OP_CONTINUATION,
+                view[start : start + max_frame_size],
+                fin=fin and start + max_frame_size >= length,
+                rsv1=rsv1 and start == 0,
+                masked=masked,
+            )
+            for start in range(0, length, max_frame_size)
+        )
+    buffer = _reusable_buffer(bound)
+    view = memoryview(payload)
+    offset = 0
+    for start in range(0, length, max_frame_size):
+        piece = view[start : start + max_frame_size]
+        size = len(piece)
+        first = (opcode if start == 0 else OP_CONTINUATION) | (0x40 if rsv1 and start == 0 else 0)
+        if fin and start + size >= length:
+            first |= 0x80
+        if size < 126:
+            header = bytes((first, 0x80 | size))
+        elif size < 65536:
+            header = _pack_16(first, 0x80 | 126, size)
+        else:
+            header = _pack_64(first, 0x80 | 127, size)
+        key = _masking_key()
+        end = offset + len(header) + 4
+        buffer[offset:end] = header + key
+        mask_into(buffer, end, piece, key)
+        offset = end + size
+    return memoryview(buffer)[:offset]
 
 
 # Close codes (RFC 6455 §7.4) ---------------------------------------------------------------
