@@ -142,8 +142,10 @@ def test_max_frame_size_splits_outgoing_messages(echo_url: str) -> None:
     [
         (1000, 10_500, [1000] * 10 + [500]),
         (None, 3_000_000, [3_000_000]),
-        # The default: 256 KiB frames, written four at a time.
-        (..., 3 * 1024 * 1024 + 5, [256 * 1024] * 12 + [5]),
+        # The default: 1 MiB frames, one per write.
+        (..., 3 * 1024 * 1024 + 5, [1024 * 1024] * 3 + [5]),
+        # Smaller frames are written four at a time.
+        (256 * 1024, 3 * 1024 * 1024 + 5, [256 * 1024] * 12 + [5]),
         (300_000, 1_000_000, [300_000] * 3 + [100_000]),
     ],
 )
