@@ -89,6 +89,37 @@ def test_full_buffer_pauses_reading_and_loses_nothing(test_server: Any) -> None:
         assert connection.dropped_messages == 0
 
 
+def _burst(session: ServerSession) -> None:
+    # Runs of each kind, all in one write, so that they arrive in one read.
+    frames = []
+    for index in range(120):
+        payload = f"{index:03d}".encode()
+        opcode = 0x81 if index % 40 >= 30 else 0x82
+        frames.append(bytes((opcode, len(payload))) + payload)
+    session.send_raw(b"".join(frames))
+    session.closed.wait(60)
+
+
+def test_a_burst_larger_than_the_buffers_arrives_in_order() -> None:
+    with WebSocketTestServer(_burst) as server:
+        with WebSocketClient() as client:
+            connection = client.connect(
+                server.url, conn_opts={"text_queue_maxsize": 3, "binary_queue_maxsize": 7}
+            )
+            received = []
+            for _ in range(120):
+                message = connection.receive(timeout=TIMEOUT_UNIT)
+                received.append(message.data)
+            expected: list[str | bytes] = []
+            for index in range(120):
+                text = f"{index:03d}"
+                expected.append(text if index % 40 >= 30 else text.encode())
+            assert received == expected
+            assert connection.stats.messages_in == 120
+            assert connection.stats.bytes_in == 360
+            assert connection.dropped_messages == 0
+
+
 def _server_pushes_many(session: ServerSession) -> None:
     for index in range(200):
         session.send_text(f"push {index}")

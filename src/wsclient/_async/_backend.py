@@ -578,6 +578,28 @@ class AsyncMailbox(Generic[T]):
             self._wake_all()
         return True
 
+    def put_many_nowait(self, kind: int, items: Sequence[T]) -> int:
+        """Add the first ``items`` that fit, in order; return how many were added."""
+        if self.closed:
+            return 0
+        box = self._boxes[kind]
+        if box is None:
+            box = self._boxes[kind] = deque()
+        count = len(items)
+        maxsize = self._maxsizes[kind]
+        if maxsize:
+            count = min(count, maxsize - len(box))
+            if count <= 0:
+                return 0
+            if count < len(items):
+                items = items[:count]
+        first = self._sequence + 1
+        self._sequence += count
+        box.extend(zip(range(first, first + count), items, strict=True))
+        if self._waiters or self._idle_waiters:
+            self._wake_all()
+        return count
+
     async def put(self, kind: int, item: T) -> bool:
         """Add ``item``, waiting while the box is full.
 

@@ -7,7 +7,7 @@ import os
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass, replace
 from logging import DEBUG
-from typing import Any
+from typing import Any, cast
 
 from .._shared import (
     ANY_MESSAGE,
@@ -67,6 +67,10 @@ DEFAULT_MAX_FRAME_SIZE = 1024 * 1024
 # one of 1 MiB. Between writes the send waits for the buffer to drain, so a pong never waits
 # behind more than this (plus the buffer's high-water mark).
 _WRITE_BATCH = 1024 * 1024
+
+
+# At most this many messages go into a buffer in one call (see _dispatch_nowait).
+_DISPATCH_RUN = 64
 
 
 def _write_batch(max_frame_size: int) -> int:
@@ -447,24 +451,39 @@ class WebSocketConnection:
         Returns the index of that message (not yet counted), or ``len(events)``.
         """
         stats = self._stats
-        put_nowait = self._mailbox.put_nowait
+        mailbox = self._mailbox
         if logger.isEnabledFor(DEBUG):
             for event in events[start:]:
                 logger.debug("< %s", _describe(event))
-        for index in range(start, len(events)):
+        end = len(events)
+        index = start
+        while index < end:
             event = events[index]
-            if isinstance(event, BinaryMessage):
-                if not put_nowait(KIND_BINARY, event.data):
+            event_type = type(event)
+            if event_type is BinaryMessage or event_type is TextMessage:
+                # A run of whole messages of one kind goes into its buffer in one call: one
+                # read of small messages delivers dozens of them. (Capped: when the buffer
+                # is full, the rest of a long run is looked at again, one message a time.)
+                run_end = index + 1
+                run_limit = min(end, index + _DISPATCH_RUN)
+                while run_end < run_limit and type(events[run_end]) is event_type:
+                    run_end += 1
+                payloads = [
+                    message.data
+                    for message in cast("list[BinaryMessage | TextMessage]", events[index:run_end])
+                ]
+                kind = KIND_BINARY if event_type is BinaryMessage else KIND_TEXT
+                added = mailbox.put_many_nowait(kind, payloads)
+                if added < len(payloads):
+                    del payloads[added:]
+                stats.messages_in += added
+                stats.bytes_in += sum(map(len, payloads))
+                index += added
+                if index < run_end:
                     return index
-                stats.messages_in += 1
-                stats.bytes_in += len(event.data)
-            elif isinstance(event, TextMessage):
-                if not put_nowait(KIND_TEXT, event.data):
-                    return index
-                stats.messages_in += 1
-                stats.bytes_in += len(event.data)
-            elif isinstance(event, Fragment):
-                if not put_nowait(KIND_TEXT if event.text else KIND_BINARY, event):
+                continue
+            if isinstance(event, Fragment):
+                if not mailbox.put_nowait(KIND_TEXT if event.text else KIND_BINARY, event):
                     return index
                 self._count_fragment(event)
             elif isinstance(event, PongReceived):
@@ -474,7 +493,8 @@ class WebSocketConnection:
                 stats.pings_received += 1
             elif isinstance(event, CloseReceived):
                 logger.debug("close received: %s %s", event.code, event.reason)
-        return len(events)
+            index += 1
+        return end
 
     def _count_fragment(self, fragment: Fragment) -> None:
         if fragment.last:

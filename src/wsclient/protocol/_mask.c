@@ -11,7 +11,6 @@
 #include <stdint.h>
 #include <string.h>
 
-/* Payloads at least this long are masked with the GIL released. */
 #define RELEASE_GIL_ABOVE 65536
 
 static void
@@ -34,6 +33,20 @@ xor_with_key(unsigned char *out, const unsigned char *in, Py_ssize_t length,
     }
     for (; i < length; i++) {
         out[i] = in[i] ^ key[i & 3];
+    }
+}
+
+/* Large payloads are masked with the GIL released: other threads run meanwhile. */
+static void
+mask_payload(unsigned char *out, const Py_buffer *data, const Py_buffer *key)
+{
+    if (data->len >= RELEASE_GIL_ABOVE) {
+        Py_BEGIN_ALLOW_THREADS
+        xor_with_key(out, data->buf, data->len, key->buf);
+        Py_END_ALLOW_THREADS
+    }
+    else {
+        xor_with_key(out, data->buf, data->len, key->buf);
     }
 }
 
@@ -68,14 +81,7 @@ mask(PyObject *module, PyObject *args)
         goto done;
     }
     unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
-    if (data.len >= RELEASE_GIL_ABOVE) {
-        Py_BEGIN_ALLOW_THREADS
-        xor_with_key(out, data.buf, data.len, key.buf);
-        Py_END_ALLOW_THREADS
-    }
-    else {
-        xor_with_key(out, data.buf, data.len, key.buf);
-    }
+    mask_payload(out, &data, &key);
 done:
     PyBuffer_Release(&data);
     PyBuffer_Release(&key);
@@ -109,14 +115,7 @@ masked_frame(PyObject *module, PyObject *args)
     }
     unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
     memcpy(out, header.buf, header.len);
-    if (data.len >= RELEASE_GIL_ABOVE) {
-        Py_BEGIN_ALLOW_THREADS
-        xor_with_key(out + header.len, data.buf, data.len, key.buf);
-        Py_END_ALLOW_THREADS
-    }
-    else {
-        xor_with_key(out + header.len, data.buf, data.len, key.buf);
-    }
+    mask_payload(out + header.len, &data, &key);
 done:
     PyBuffer_Release(&header);
     PyBuffer_Release(&data);
@@ -147,14 +146,7 @@ mask_into(PyObject *module, PyObject *args)
         goto done;
     }
     unsigned char *target = (unsigned char *)out.buf + offset;
-    if (data.len >= RELEASE_GIL_ABOVE) {
-        Py_BEGIN_ALLOW_THREADS
-        xor_with_key(target, data.buf, data.len, key.buf);
-        Py_END_ALLOW_THREADS
-    }
-    else {
-        xor_with_key(target, data.buf, data.len, key.buf);
-    }
+    mask_payload(target, &data, &key);
     result = Py_NewRef(Py_None);
 done:
     PyBuffer_Release(&out);
