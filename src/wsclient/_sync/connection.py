@@ -1076,9 +1076,12 @@ class WebSocketConnection:
         if interval <= 0:
             raise ValueError("keepalive interval must be positive")
         self.stop_keep_alive()
-        if self._closed.is_set():
-            return
-        self._keepalive = _Keepalive(self, interval)
+        with self._state_lock:
+            # Under the lock that _finish takes to mark the end: a keepalive started just
+            # as the reader finished is either seen and stopped by it, or not started.
+            if self._closed.is_set() or self._protocol.state is State.CLOSED:
+                return
+            self._keepalive = _Keepalive(self, interval)
 
     def stop_keep_alive(self) -> None:
         """Stop the keepalive pings (the connection stays open)."""
