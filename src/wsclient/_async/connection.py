@@ -461,10 +461,20 @@ class WebSocketConnection:
             event = events[index]
             event_type = type(event)
             if event_type is BinaryMessage or event_type is TextMessage:
+                kind = KIND_BINARY if event_type is BinaryMessage else KIND_TEXT
+                run_end = index + 1
+                if run_end == end or type(events[run_end]) is not event_type:
+                    # One message (a round trip): no list to build.
+                    data = event.data  # type: ignore[union-attr]
+                    if not mailbox.put_nowait(kind, data):
+                        return index
+                    stats.messages_in += 1
+                    stats.bytes_in += len(data)
+                    index = run_end
+                    continue
                 # A run of whole messages of one kind goes into its buffer in one call: one
                 # read of small messages delivers dozens of them. (Capped: when the buffer
                 # is full, the rest of a long run is looked at again, one message a time.)
-                run_end = index + 1
                 run_limit = min(end, index + _DISPATCH_RUN)
                 while run_end < run_limit and type(events[run_end]) is event_type:
                     run_end += 1
@@ -472,7 +482,6 @@ class WebSocketConnection:
                     message.data
                     for message in cast("list[BinaryMessage | TextMessage]", events[index:run_end])
                 ]
-                kind = KIND_BINARY if event_type is BinaryMessage else KIND_TEXT
                 added = mailbox.put_many_nowait(kind, payloads)
                 if added < len(payloads):
                     del payloads[added:]
