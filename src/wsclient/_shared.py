@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 logger = logging.getLogger("wsclient")
 # A library never prints on its own: without this, Python's last-resort handler would write
@@ -14,6 +17,26 @@ logger.addHandler(logging.NullHandler())
 
 class MailboxClosed(Exception):
     """Internal: a mailbox was closed and has nothing left to deliver."""
+
+
+_Item = TypeVar("_Item")
+
+
+def add_to_box(
+    box: deque[tuple[int, _Item]], maxsize: int, last_sequence: int, items: Sequence[_Item]
+) -> int:
+    """Append the first ``items`` that fit in a mailbox's ``box`` (``maxsize`` 0: no limit),
+    numbered on from ``last_sequence``; return how many were appended."""
+    count = len(items)
+    if maxsize:
+        count = min(count, maxsize - len(box))
+        if count <= 0:
+            return 0
+        if count < len(items):
+            items = items[:count]
+    first = last_sequence + 1
+    box.extend(zip(range(first, first + count), items, strict=True))
+    return count
 
 
 class MessageType(enum.IntEnum):

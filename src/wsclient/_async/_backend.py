@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Generic, TypeVar
 
-from .._shared import MailboxClosed
+from .._shared import MailboxClosed, add_to_box
 
 __all__ = [
     "AsyncEvent",
@@ -585,18 +585,9 @@ class AsyncMailbox(Generic[T]):
         box = self._boxes[kind]
         if box is None:
             box = self._boxes[kind] = deque()
-        count = len(items)
-        maxsize = self._maxsizes[kind]
-        if maxsize:
-            count = min(count, maxsize - len(box))
-            if count <= 0:
-                return 0
-            if count < len(items):
-                items = items[:count]
-        first = self._sequence + 1
+        count = add_to_box(box, self._maxsizes[kind], self._sequence, items)
         self._sequence += count
-        box.extend(zip(range(first, first + count), items, strict=True))
-        if self._waiters or self._idle_waiters:
+        if count and (self._waiters or self._idle_waiters):
             self._wake_all()
         return count
 

@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-from .._shared import MailboxClosed, logger
+from .._shared import MailboxClosed, add_to_box, logger
 
 __all__ = [
     "StateLock",
@@ -700,18 +700,10 @@ class SyncMailbox(Generic[T]):
             box = self._boxes[kind]
             if box is None:
                 box = self._boxes[kind] = deque()
-            count = len(items)
-            maxsize = self._maxsizes[kind]
-            if maxsize:
-                count = min(count, maxsize - len(box))
-                if count <= 0:
-                    return 0
-                if count < len(items):
-                    items = items[:count]
-            first = self._sequence + 1
+            count = add_to_box(box, self._maxsizes[kind], self._sequence, items)
             self._sequence += count
-            box.extend(zip(range(first, first + count), items, strict=True))
-            self._wake()
+            if count:
+                self._wake()
             return count
 
     def put(self, kind: int, item: T) -> bool:
