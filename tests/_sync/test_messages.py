@@ -41,6 +41,21 @@ def test_large_messages_both_ways(echo_url: str) -> None:
         assert connection.receive_text(timeout=TIMEOUT_UNIT) == text
 
 
+def test_small_messages_between_large_ones_arrive_in_order() -> None:
+    # After a large message is read into place, the next read is a short one (it fetches
+    # the next header): small messages that follow must be parsed from it as usual.
+    messages: list[str | bytes] = []
+    for index, size in enumerate([1_048_579, 300_000, 2 * 1024 * 1024, 65_536 * 2]):
+        messages.append(bytes([index]) * size)
+        messages.extend(f"small {index}.{position}" for position in range(40))
+        messages.append(bytes([index]) * 5000)
+    with WebSocketTestServer(send_then_close(messages)) as server:
+        with WebSocketClient() as client:
+            connection = client.connect(server.url, max_size=None, compression=None)
+            received = [message.data for message in connection]
+            assert received == messages
+
+
 def test_large_binary_messages_in_a_row_while_the_application_lags() -> None:
     # Large binary messages are read straight into their own buffers; with a buffer of one
     # message the reader pauses, so later ones arrive while nobody reads and are copied.

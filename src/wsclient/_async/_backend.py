@@ -43,6 +43,8 @@ _thread_buffers = threading.local()
 # Reading pauses once this much is read but not yet consumed (backpressure).
 _READ_HIGH_WATER = 1024 * 1024
 _READ_LOW_WATER = _READ_HIGH_WATER // 4
+# After a read into a large message's own buffer, the next read takes at most this much.
+_PROBE_READ_SIZE = 64 * 1024
 
 
 def _shared_receive_buffer() -> memoryview:
@@ -70,6 +72,7 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         self.consumer_declined = False
         self.target_filled = 0
         self._filling_target = False
+        self._probe_next_read = False
         self.drain_waiters: list[asyncio.Future[None]] = []
         self.lost_waiters: list[asyncio.Future[None]] = []
 
@@ -81,7 +84,15 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         target = self.read_target
         # TLS may ask for a buffer and then fill none of it: the flag is reset every time.
         self._filling_target = target is not None
-        return target if target is not None else _shared_receive_buffer()
+        if target is not None:
+            self._probe_next_read = True
+            return target
+        if self._probe_next_read:
+            # Large messages are arriving: read the next header and a little, so that the
+            # rest of that message is read into place instead of copied out of this buffer.
+            self._probe_next_read = False
+            return _shared_receive_buffer()[:_PROBE_READ_SIZE]
+        return _shared_receive_buffer()
 
     def buffer_updated(self, nbytes: int) -> None:
         if self._filling_target:
