@@ -315,13 +315,14 @@ class AsyncStream:
     def write_nowait(self, data: bytes | memoryview) -> bool:
         """Queue ``data`` for sending without waiting (order is kept across callers).
 
-        Returns whether the stream is done with ``data`` (sent, or copied): if not, the
-        transport may still read it later, so it must not change.
+        Returns whether ``data`` may change now: it is ``bytes``, or it was sent or copied.
+        If not, the transport may still read it later.
         """
         if data and not self._protocol.lost:
             self._transport.write(data)
-            # Some transports keep a reference to what they could not send at once.
-            return not self._transport.get_write_buffer_size()
+            # Some transports keep a reference to what they could not send at once; that
+            # matters only for a buffer that may change (bytes cannot).
+            return type(data) is bytes or not self._transport.get_write_buffer_size()
         return True
 
     def must_drain(self) -> bool:

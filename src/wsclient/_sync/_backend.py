@@ -378,8 +378,8 @@ class SyncStream:
     def write_nowait(self, data: bytes | memoryview) -> bool:
         """Queue ``data`` and send what the socket takes now (order is kept across threads).
 
-        Returns whether the stream is done with ``data``: always here, as what the socket
-        does not take at once is copied. A connection that fails meanwhile is aborted;
+        Returns whether ``data`` may change now: always here, as what the socket does not
+        take at once is copied. A connection that fails meanwhile is aborted;
         :meth:`drain` then raises.
         """
         if not data or self._aborted:
