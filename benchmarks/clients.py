@@ -29,6 +29,7 @@ from typing import Any
 
 from scenarios import (
     CLIENT_BY_NAME,
+    IDLE_SETTLE_SECONDS,
     PIPELINE_DEPTH,
     ROUND_TRIPS_EACH,
     SCENARIO_BY_NAME,
@@ -557,6 +558,29 @@ async def _run_async_scenario(adapter: AsyncAdapter, ctx: Context) -> dict[str, 
         await asyncio.gather(*(conn.close() for conn in conns))
         await first.close()
         return meter.result(count * ROUND_TRIPS_EACH, scenario.size)
+    if name == "idle_1000":
+        message = "x" * 16
+        first = await adapter.open(echo_url)
+        await _a_round_trips(first, message, 10, None)
+        gc.collect()
+        rss_before = _rss_bytes()
+        limit = asyncio.Semaphore(100)
+
+        async def open_and_use() -> Conn:
+            async with limit:
+                conn = await adapter.open(echo_url)
+                _check(await _a_round_trips(conn, message, 1, None) == message, "echo mismatch")
+                return conn
+
+        meter.start()
+        conns = await asyncio.gather(*(open_and_use() for _ in range(count)))
+        meter.stop()
+        await asyncio.sleep(IDLE_SETTLE_SECONDS)
+        gc.collect()
+        meter.extra["rss_per_conn_kib"] = (_rss_bytes() - rss_before) / count / 1024
+        await asyncio.gather(*(conn.close() for conn in conns))
+        await first.close()
+        return meter.result(count, scenario.size)
     if name == "handshakes":
         for _ in range(min(20, count)):
             conn = await adapter.open(echo_url)
@@ -670,6 +694,26 @@ def _run_sync_scenario(adapter: SyncAdapter, ctx: Context) -> dict[str, Any]:
                 meter.stop()
             _check(len(data) == scenario.size, "wrong message size")
             conn.close()
+        return meter.result(count, scenario.size)
+    if name == "idle_1000":
+        message = "x" * 16
+        first = adapter.open(echo_url)
+        _s_round_trips(first, message, 10, None)
+        gc.collect()
+        rss_before = _rss_bytes()
+        conns = []
+        meter.start()
+        for _ in range(count):
+            conn = adapter.open(echo_url)
+            _check(_s_round_trips(conn, message, 1, None) == message, "echo mismatch")
+            conns.append(conn)
+        meter.stop()
+        time.sleep(IDLE_SETTLE_SECONDS)
+        gc.collect()
+        meter.extra["rss_per_conn_kib"] = (_rss_bytes() - rss_before) / count / 1024
+        for conn in conns:
+            conn.close()
+        first.close()
         return meter.result(count, scenario.size)
     if name == "handshakes":
         for _ in range(min(20, count)):
@@ -885,6 +929,30 @@ async def run_raw_async(ctx: Context) -> dict[str, Any]:
         await asyncio.gather(*(_raw_close(protocol) for protocol in protocols))
         await _raw_close(first)
         return meter.result(count * ROUND_TRIPS_EACH, scenario.size)
+    if name == "idle_1000":
+        message = "x" * 16
+        first = await _raw_open(ctx.raw_port)
+        await _ra_round_trips(first, message, 10, None)
+        gc.collect()
+        rss_before = _rss_bytes()
+        limit = asyncio.Semaphore(100)
+
+        async def open_and_use() -> _RawProtocol:
+            async with limit:
+                protocol = await _raw_open(ctx.raw_port)
+                received = await _ra_round_trips(protocol, message, 1, None)
+                _check(received == message, "echo mismatch")
+                return protocol
+
+        meter.start()
+        protocols = await asyncio.gather(*(open_and_use() for _ in range(count)))
+        meter.stop()
+        await asyncio.sleep(IDLE_SETTLE_SECONDS)
+        gc.collect()
+        meter.extra["rss_per_conn_kib"] = (_rss_bytes() - rss_before) / count / 1024
+        await asyncio.gather(*(_raw_close(protocol) for protocol in protocols))
+        await _raw_close(first)
+        return meter.result(count, scenario.size)
     if name == "handshakes":
         for _ in range(min(20, count)):
             await _raw_close(await _raw_open(ctx.raw_port))
@@ -1017,6 +1085,26 @@ def run_raw_sync(ctx: Context) -> dict[str, Any]:
             _check(len(data) == size, "wrong message size")
             raw.close()
         return meter.result(count, size)
+    if name == "idle_1000":
+        message = "x" * 16
+        first = _RawSocket(ctx.raw_port)
+        _rs_round_trips(first, message, 10, None)
+        gc.collect()
+        rss_before = _rss_bytes()
+        raws = []
+        meter.start()
+        for _ in range(count):
+            raw = _RawSocket(ctx.raw_port)
+            _check(_rs_round_trips(raw, message, 1, None) == message, "echo mismatch")
+            raws.append(raw)
+        meter.stop()
+        time.sleep(IDLE_SETTLE_SECONDS)
+        gc.collect()
+        meter.extra["rss_per_conn_kib"] = (_rss_bytes() - rss_before) / count / 1024
+        for raw in raws:
+            raw.close()
+        first.close()
+        return meter.result(count, scenario.size)
     if name == "handshakes":
         for _ in range(min(20, count)):
             _RawSocket(ctx.raw_port).close()

@@ -18,7 +18,7 @@ class Scenario:
         name: Identifier used on the command line and in the JSON.
         title: Heading in the Markdown report.
         unit: What one counted operation is ("msg": one message echoed or received,
-            "handshake": one connect + close).
+            "handshake": one connect + close, "connection": one connect + round trip).
         full: Count in a full run.
         quick: Count in a ``--quick`` run.
         size: Payload size in bytes (approximate for JSON).
@@ -39,6 +39,9 @@ class Scenario:
 # For concurrent_1000 the count is the number of connections; each does ROUND_TRIPS_EACH.
 CONCURRENT_CONNECTIONS = 1000
 ROUND_TRIPS_EACH = 10
+# idle_1000 measures memory once every connection has been idle this long: background
+# work a client does after a message (a reader thread lingering, say) is over by then.
+IDLE_SETTLE_SECONDS = 2.5
 PIPELINE_DEPTH = 64
 
 SCENARIOS: list[Scenario] = [
@@ -65,6 +68,15 @@ SCENARIOS: list[Scenario] = [
         CONCURRENT_CONNECTIONS,
         16,
         async_only=True,
+    ),
+    Scenario(
+        "idle_1000",
+        f"{CONCURRENT_CONNECTIONS:,} idle connections: connect + one 16 B round trip each, "
+        f"then RSS after {IDLE_SETTLE_SECONDS} s of silence",
+        "connection",
+        CONCURRENT_CONNECTIONS,
+        CONCURRENT_CONNECTIONS,
+        16,
     ),
     Scenario(
         "handshakes", "Handshakes: connect + close, one at a time", "handshake", 1_000, 300, 0

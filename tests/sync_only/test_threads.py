@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from helpers import TIMEOUT_UNIT, wait_for_condition, wsclient_threads
 
+from wsclient._sync._backend import SyncStream
 from wsclient.exceptions import ConnectionDisconnected
 from wsclient.sync import WebSocketClient
 from wsclient.testing import ServerSession, WebSocketTestServer
@@ -19,9 +20,12 @@ def test_closing_leaves_no_thread_behind(test_server: Any) -> None:
     with WebSocketClient() as client:
         connections = [client.connect(test_server.url, keepalive_interval=0.05) for _ in range(3)]
         # A reader per connection; one keepalive thread serves them all. (Idle pooled
-        # threads left by earlier tests may still be around for a moment.)
+        # threads and the idle connections' watcher left by earlier tests may still be
+        # around for a moment.)
         names = sorted(
-            thread.name for thread in wsclient_threads() if thread.name != "wsclient-idle"
+            thread.name
+            for thread in wsclient_threads()
+            if thread.name not in ("wsclient-idle", "wsclient-watcher")
         )
         assert names == ["wsclient-keepalive"] + ["wsclient-reader"] * 3
         wait_for_condition(
@@ -148,7 +152,9 @@ def test_a_receiving_thread_reads_for_itself(test_server: Any) -> None:
         connection.close()
 
 
-def test_a_receiving_thread_reads_large_messages_into_place_itself() -> None:
+def test_a_receiving_thread_reads_large_messages_into_place_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # The bytes of a large message are read straight into the message by the thread that
     # waits for it: handing that work to the reader thread would only add two wake-ups.
     payload = bytes(range(256)) * 4096
@@ -162,14 +168,18 @@ def test_a_receiving_thread_reads_large_messages_into_place_itself() -> None:
     with WebSocketTestServer(echo_in_one_frame) as server, WebSocketClient() as client:
         connection = client.connect(server.url, start_keepalive=False, max_size=None)
         stream = connection._stream
-        read_into = stream.read_into
+        read_into = SyncStream.read_into
         readers: list[str] = []
 
-        def recording_read_into(target: memoryview, timeout: float | None = None) -> int:
-            readers.append(threading.current_thread().name)
-            return read_into(target, timeout)
+        def recording_read_into(
+            self: SyncStream, target: memoryview, timeout: float | None = None
+        ) -> int:
+            if self is stream:
+                readers.append(threading.current_thread().name)
+            return read_into(self, target, timeout)
 
-        stream.read_into = recording_read_into  # type: ignore[method-assign]
+        # On the class: a stream has slots, not a __dict__.
+        monkeypatch.setattr(SyncStream, "read_into", recording_read_into)
         for _ in range(3):
             # Warm up: the first reads after the connect are the reader thread's.
             connection.send_bytes(payload)

@@ -206,14 +206,20 @@ class AsyncStream:
         return b""
 
     async def consume(
-        self, consumer: Callable[[bytes | memoryview], bool], timeout: float | None = None
-    ) -> bool:
+        self,
+        consumer: Callable[[bytes | memoryview], bool],
+        timeout: float | None = None,
+        when_idle: Callable[[], None] | None = None,
+    ) -> bool | None:
         """Hand the bytes that arrive to ``consumer`` until it returns False.
 
         ``consumer`` runs as soon as bytes arrive (here, inside the loop's read callback,
         so it must not raise) and takes them, whatever it returns; it may get a view of
         a buffer that is reused once it returns. Returns True once
         ``consumer`` has returned False, False at end of stream.
+
+        ``when_idle`` is never called here: a waiting task holds no thread, so the stream
+        never hands an idle socket over (see the sync twin), and None is never returned.
 
         Raises:
             TimeoutError: ``consumer`` still wanted more after ``timeout`` seconds.
@@ -510,6 +516,13 @@ class AsyncMailbox(Generic[T]):
 
         (The sync twin lets a waiting ``get`` read the stream itself.)
         """
+
+    def shrink(self) -> None:
+        """Drop the empty boxes: a deque costs about 760 bytes even when empty."""
+        boxes = self._boxes
+        for kind, box in enumerate(boxes):
+            if box is not None and not box:
+                boxes[kind] = None
 
     def _new_future(self) -> asyncio.Future[None]:
         # The loop is cached: on Python 3.11 get_running_loop() costs a getpid() call.

@@ -311,9 +311,15 @@ class WebSocketConnection:
         if start_keepalive:
             self.start_keep_alive(keepalive_interval)
 
+    def _resume_reading(self) -> None:
+        # The stream handed this connection's socket over while idle; bytes arrived.
+        self._reader = _spawn(self._read_loop, name="wsclient-reader")
+
     def _read_loop(self) -> None:
         stream = self._stream
         protocol = self._protocol
+        consume, resume_reading = self._consume, self._resume_reading
+        went_idle = False
         try:
             events = protocol.events_received()
             if events:
@@ -333,8 +339,16 @@ class WebSocketConnection:
                     received = stream.read_into(target)
                     target.release()
                     self._process(None, received)
-                elif not stream.consume(self._consume):
-                    self._process(None, 0)
+                else:
+                    more = stream.consume(consume, when_idle=resume_reading)
+                    if more is None:
+                        # Nothing arrived for a while: no thread waits for this connection
+                        # until the stream calls _resume_reading.
+                        went_idle = True
+                        self._mailbox.shrink()
+                        return
+                    if not more:
+                        self._process(None, 0)
                 if self._consume_error is not None:
                     raise self._consume_error
             if not protocol.eof_received:
@@ -344,7 +358,8 @@ class WebSocketConnection:
                 self._error = exc
             logger.debug("reader stopped: %r", exc)
         finally:
-            self._finish()
+            if not went_idle:
+                self._finish()
 
     def _consume(self, data: bytes | memoryview) -> bool:
         """Handle bytes that arrived, without waiting; False once the reader must take over.

@@ -230,6 +230,45 @@ class Connection:
             the module docstring).
     """
 
+    # Slots, not a __dict__: with this many attributes the dict would not share its keys
+    # between instances, and would cost about 1.5 KiB per connection.
+    __slots__ = (
+        "_direct",
+        "_direct_filled",
+        "_direct_view",
+        "_events",
+        "_expect_masked",
+        "_frame_fin",
+        "_frame_key",
+        "_frame_offset",
+        "_frame_remaining",
+        "_mask_outgoing",
+        "_message_compressed",
+        "_message_opcode",
+        "_message_parts",
+        "_message_size",
+        "_message_started",
+        "_out_compressed",
+        "_out_opcode",
+        "_output",
+        "_pending",
+        "_utf8",
+        "close_code_received",
+        "close_code_sent",
+        "close_reason_received",
+        "close_reason_sent",
+        "defer_failure",
+        "deflate",
+        "eof_received",
+        "failure",
+        "max_frame_size",
+        "max_size",
+        "reuse_send_buffer",
+        "role",
+        "state",
+        "stream_messages",
+    )
+
     def __init__(
         self,
         role: Role,
@@ -945,6 +984,12 @@ class ClientConnection(Connection):
         max_size, max_frame_size, stream_messages, defer_failure: See :class:`Connection`.
     """
 
+    __slots__ = (
+        "handshake",
+        "response",
+        "subprotocol",
+    )
+
     def __init__(
         self,
         uri: WebSocketURI,
@@ -1004,6 +1049,13 @@ class ServerConnection(Connection):
 
     After a :class:`RequestReceived` event, call :meth:`accept` or :meth:`reject`.
     """
+
+    __slots__ = (
+        "_early_data",
+        "handshake",
+        "request",
+        "subprotocol",
+    )
 
     def __init__(
         self,
