@@ -11,7 +11,7 @@ from wsclient._async.client import WebSocketClient
 from wsclient._shared import MessageType
 from wsclient.exceptions import ConnectionDisconnected, ReadTimeout, WebSocketError
 from wsclient.protocol.connection import DIRECT_RECEIVE_MIN
-from wsclient.testing import WebSocketTestServer, send_then_close
+from wsclient.testing import ServerSession, WebSocketTestServer, send_then_close
 
 from ._util import eventually
 
@@ -216,3 +216,45 @@ async def test_messages_buffered_before_close_are_delivered_then_disconnected(
         assert caught.value.code == 1000
         with pytest.raises(ConnectionDisconnected):
             await connection.send_text("after close")
+
+
+async def test_back_to_back_sends_arrive_in_order_and_intact(echo_url: str) -> None:
+    # Sends with nothing in between: small writes that a stream may hold back and send
+    # together, around writes too large to be held back.
+    sizes = [1, 125, 126, 1000, 65_535, 65_536, 70_000, 10, 300_000, 5, 4096, 20]
+    messages: list[str | bytes] = []
+    for round_number in range(3):
+        for index, size in enumerate(sizes):
+            messages.append(bytes([index, round_number]) * (size // 2 + 1))
+            messages.append(f"{round_number}.{index}")
+    async with WebSocketClient() as client:
+        connection = await client.connect(echo_url, max_size=None, compression=None)
+        for message in messages:
+            if isinstance(message, bytes):
+                await connection.send_bytes(message)
+            else:
+                await connection.send_text(message)
+        received = [(await connection.receive(timeout=TIMEOUT_UNIT)).data for _ in messages]
+        assert received == messages
+        await connection.close()
+        assert connection.closed_cleanly
+
+
+async def test_messages_sent_right_before_close_reach_the_server_before_the_close() -> None:
+    received: list[str] = []
+
+    def record(session: ServerSession) -> None:
+        while (message := session.receive(timeout=5 * TIMEOUT_UNIT)) is not None:
+            assert isinstance(message.data, str)
+            received.append(message.data)
+
+    with WebSocketTestServer(record) as server:
+        async with WebSocketClient() as client:
+            connection = await client.connect(server.url)
+            for index in range(200):
+                await connection.send_text(f"m{index}")
+            await connection.close()
+            assert connection.closed_cleanly
+            sessions = server.wait_for_sessions(1)
+    assert sessions[0].close_code_received == 1000
+    assert received == [f"m{index}" for index in range(200)]
