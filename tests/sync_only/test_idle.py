@@ -14,6 +14,8 @@ import pytest
 from helpers import TIMEOUT_UNIT, wait_for_condition, wsclient_threads
 
 from wsclient._sync import _backend
+from wsclient._sync import connection as sync_connection
+from wsclient.exceptions import ConnectionDisconnected
 from wsclient.sync import WebSocketClient, WebSocketConnection
 from wsclient.testing import ServerSession, WebSocketTestServer, echo
 
@@ -229,3 +231,28 @@ def test_many_idle_connections_share_the_watcher(test_server: Any, count: int) -
         assert len([t for t in wsclient_threads() if t.name == "wsclient-watcher"]) == 1
         for connection in connections:
             connection.close()
+
+
+def test_an_idle_connection_that_cannot_get_a_thread_back_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    send_now = threading.Event()
+
+    def send_when_told(session: ServerSession) -> None:
+        send_now.wait(10 * TIMEOUT_UNIT)
+        session.send_text("late")
+        session.closed.wait(10 * TIMEOUT_UNIT)
+
+    def no_thread(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("can't start new thread")
+
+    with WebSocketTestServer(send_when_told) as server, WebSocketClient() as client:
+        connection = client.connect(server.url, start_keepalive=False)
+        wait_until_idle(connection)
+        monkeypatch.setattr(sync_connection, "_spawn", no_thread)
+        send_now.set()
+        # Nobody could read again: the connection ends instead of leaving this waiting.
+        with pytest.raises(ConnectionDisconnected):
+            connection.receive_text(timeout=5 * TIMEOUT_UNIT)
+        assert connection.closed
+        assert connection.close_code == 1006

@@ -312,7 +312,16 @@ class WebSocketConnection:
 
     def _resume_reading(self) -> None:
         # The stream handed this connection's socket over while idle; bytes arrived.
-        self._reader = _spawn(self._read_loop, name="wsclient-reader")
+        try:
+            self._reader = _spawn(self._read_loop, name="wsclient-reader")
+        except RuntimeError as exc:
+            # No thread to be had: nobody would ever read again, so end the connection
+            # rather than leave receives waiting for nothing.
+            logger.warning("cannot resume reading, closing the connection: %s", exc)
+            if self._error is None:
+                self._error = exc
+            self._stream.abort()
+            self._finish()
 
     async def _read_loop(self) -> None:
         stream = self._stream
