@@ -363,6 +363,9 @@ class ClientHandshake:
             return None
         self.response = Response(status, reason, headers)
         self._validate(headers)
+        # The connection keeps the response for its whole life: not the lookup index
+        # built for the validation (about 800 bytes; built again if looked up).
+        headers._by_name = None
         return leftover
 
     def receive_eof(self) -> None:
