@@ -24,8 +24,8 @@ import sys
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from scenarios import (
     CLIENT_BY_NAME,
@@ -38,6 +38,7 @@ from scenarios import (
 )
 
 HOST = "127.0.0.1"
+_T = TypeVar("_T")
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -440,6 +441,27 @@ def _check(condition: bool, what: str) -> None:
         raise AssertionError(what)
 
 
+# Connections opened at once by the many-connection scenarios (a listen backlog is finite).
+_OPEN_AT_ONCE = 100
+
+
+async def _a_many(make: Callable[[], Awaitable[_T]], count: int) -> list[_T]:
+    """``count`` results of ``make()``, at most ``_OPEN_AT_ONCE`` of them running at once."""
+    limit = asyncio.Semaphore(_OPEN_AT_ONCE)
+
+    async def one() -> _T:
+        async with limit:
+            return await make()
+
+    return await asyncio.gather(*(one() for _ in range(count)))
+
+
+def _rss_kib_per(rss_before: int, count: int) -> float:
+    """Resident memory added since ``rss_before``, per connection, after a collection."""
+    gc.collect()
+    return (_rss_bytes() - rss_before) / count / 1024
+
+
 async def _a_round_trips(conn: Conn, message: str, count: int, latencies: list[int] | None) -> str:
     send, recv = conn.send_text, conn.recv_text
     clock = time.perf_counter_ns
@@ -539,16 +561,8 @@ async def _run_async_scenario(adapter: AsyncAdapter, ctx: Context) -> dict[str, 
         await _a_round_trips(first, message, 10, None)
         gc.collect()
         rss_before = _rss_bytes()
-        limit = asyncio.Semaphore(100)
-
-        async def open_one() -> Conn:
-            async with limit:
-                return await adapter.open(echo_url)
-
-        conns = await asyncio.gather(*(open_one() for _ in range(count)))
-        gc.collect()
-        rss_after = _rss_bytes()
-        meter.extra["rss_per_conn_kib"] = (rss_after - rss_before) / count / 1024
+        conns = await _a_many(lambda: adapter.open(echo_url), count)
+        meter.extra["rss_per_conn_kib"] = _rss_kib_per(rss_before, count)
         meter.start()
         results = await asyncio.gather(
             *(_a_round_trips(conn, message, ROUND_TRIPS_EACH, None) for conn in conns)
@@ -564,20 +578,17 @@ async def _run_async_scenario(adapter: AsyncAdapter, ctx: Context) -> dict[str, 
         await _a_round_trips(first, message, 10, None)
         gc.collect()
         rss_before = _rss_bytes()
-        limit = asyncio.Semaphore(100)
 
         async def open_and_use() -> Conn:
-            async with limit:
-                conn = await adapter.open(echo_url)
-                _check(await _a_round_trips(conn, message, 1, None) == message, "echo mismatch")
-                return conn
+            conn = await adapter.open(echo_url)
+            _check(await _a_round_trips(conn, message, 1, None) == message, "echo mismatch")
+            return conn
 
         meter.start()
-        conns = await asyncio.gather(*(open_and_use() for _ in range(count)))
+        conns = await _a_many(open_and_use, count)
         meter.stop()
         await asyncio.sleep(IDLE_SETTLE_SECONDS)
-        gc.collect()
-        meter.extra["rss_per_conn_kib"] = (_rss_bytes() - rss_before) / count / 1024
+        meter.extra["rss_per_conn_kib"] = _rss_kib_per(rss_before, count)
         await asyncio.gather(*(conn.close() for conn in conns))
         await first.close()
         return meter.result(count, scenario.size)
@@ -709,8 +720,7 @@ def _run_sync_scenario(adapter: SyncAdapter, ctx: Context) -> dict[str, Any]:
             conns.append(conn)
         meter.stop()
         time.sleep(IDLE_SETTLE_SECONDS)
-        gc.collect()
-        meter.extra["rss_per_conn_kib"] = (_rss_bytes() - rss_before) / count / 1024
+        meter.extra["rss_per_conn_kib"] = _rss_kib_per(rss_before, count)
         for conn in conns:
             conn.close()
         first.close()
@@ -911,15 +921,8 @@ async def run_raw_async(ctx: Context) -> dict[str, Any]:
         await _ra_round_trips(first, message, 10, None)
         gc.collect()
         rss_before = _rss_bytes()
-        limit = asyncio.Semaphore(100)
-
-        async def open_one() -> _RawProtocol:
-            async with limit:
-                return await _raw_open(ctx.raw_port)
-
-        protocols = await asyncio.gather(*(open_one() for _ in range(count)))
-        gc.collect()
-        meter.extra["rss_per_conn_kib"] = (_rss_bytes() - rss_before) / count / 1024
+        protocols = await _a_many(lambda: _raw_open(ctx.raw_port), count)
+        meter.extra["rss_per_conn_kib"] = _rss_kib_per(rss_before, count)
         meter.start()
         results = await asyncio.gather(
             *(_ra_round_trips(protocol, message, ROUND_TRIPS_EACH, None) for protocol in protocols)
@@ -935,21 +938,18 @@ async def run_raw_async(ctx: Context) -> dict[str, Any]:
         await _ra_round_trips(first, message, 10, None)
         gc.collect()
         rss_before = _rss_bytes()
-        limit = asyncio.Semaphore(100)
 
         async def open_and_use() -> _RawProtocol:
-            async with limit:
-                protocol = await _raw_open(ctx.raw_port)
-                received = await _ra_round_trips(protocol, message, 1, None)
-                _check(received == message, "echo mismatch")
-                return protocol
+            protocol = await _raw_open(ctx.raw_port)
+            received = await _ra_round_trips(protocol, message, 1, None)
+            _check(received == message, "echo mismatch")
+            return protocol
 
         meter.start()
-        protocols = await asyncio.gather(*(open_and_use() for _ in range(count)))
+        protocols = await _a_many(open_and_use, count)
         meter.stop()
         await asyncio.sleep(IDLE_SETTLE_SECONDS)
-        gc.collect()
-        meter.extra["rss_per_conn_kib"] = (_rss_bytes() - rss_before) / count / 1024
+        meter.extra["rss_per_conn_kib"] = _rss_kib_per(rss_before, count)
         await asyncio.gather(*(_raw_close(protocol) for protocol in protocols))
         await _raw_close(first)
         return meter.result(count, scenario.size)
@@ -1114,8 +1114,7 @@ def run_raw_sync(ctx: Context) -> dict[str, Any]:
             raws.append(raw)
         meter.stop()
         time.sleep(IDLE_SETTLE_SECONDS)
-        gc.collect()
-        meter.extra["rss_per_conn_kib"] = (_rss_bytes() - rss_before) / count / 1024
+        meter.extra["rss_per_conn_kib"] = _rss_kib_per(rss_before, count)
         for raw in raws:
             raw.close()
         first.close()

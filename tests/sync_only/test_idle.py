@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ssl
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -40,6 +41,23 @@ def wait_until_idle(*connections: WebSocketConnection) -> None:
     wait_for_condition(lambda: all(watched(c) for c in connections), IDLE_WAIT)
 
 
+class WhenTold:
+    """A test-server handler that does ``action(session)`` once ``go`` is set."""
+
+    def __init__(self, action: Callable[[ServerSession], None], keep_open: bool = True) -> None:
+        self.go = threading.Event()
+        self.sessions: list[ServerSession] = []
+        self._action = action
+        self._keep_open = keep_open
+
+    def __call__(self, session: ServerSession) -> None:
+        self.sessions.append(session)
+        self.go.wait(10 * TIMEOUT_UNIT)
+        self._action(session)
+        if self._keep_open:
+            session.closed.wait(10 * TIMEOUT_UNIT)
+
+
 def test_idle_connections_hold_no_reader_thread(test_server: Any) -> None:
     with WebSocketClient() as client:
         connections = [client.connect(test_server.url, start_keepalive=False) for _ in range(3)]
@@ -66,19 +84,16 @@ def test_idle_connections_hold_no_reader_thread(test_server: Any) -> None:
 
 
 def test_messages_pushed_to_an_idle_connection_arrive_in_order() -> None:
-    start_pushing = threading.Event()
-
-    def push_later(session: ServerSession) -> None:
-        start_pushing.wait(10 * TIMEOUT_UNIT)
+    def push(session: ServerSession) -> None:
         for index in range(80):
             session.send_text(f"m{index}")
         session.send_binary(b"\x00" * 300_000)
-        session.closed.wait(10 * TIMEOUT_UNIT)
 
+    push_later = WhenTold(push)
     with WebSocketTestServer(push_later) as server, WebSocketClient() as client:
         connection = client.connect(server.url, start_keepalive=False)
         wait_until_idle(connection)
-        start_pushing.set()
+        push_later.go.set()
         # Nobody receives meanwhile: the reader started by the watcher buffers them all.
         wait_for_condition(lambda: connection.stats.binary_buffered == 1, TIMEOUT_UNIT)
         assert [connection.receive_text(timeout=0) for _ in range(80)] == [
@@ -89,14 +104,8 @@ def test_messages_pushed_to_an_idle_connection_arrive_in_order() -> None:
 
 
 def test_a_receive_waiting_on_an_idle_connection_gets_the_message() -> None:
-    send_now = threading.Event()
-
-    def send_when_told(session: ServerSession) -> None:
-        send_now.wait(10 * TIMEOUT_UNIT)
-        session.send_text("late")
-        session.closed.wait(10 * TIMEOUT_UNIT)
-
-    with WebSocketTestServer(send_when_told) as server, WebSocketClient() as client:
+    send_later = WhenTold(lambda session: session.send_text("late"))
+    with WebSocketTestServer(send_later) as server, WebSocketClient() as client:
         connection = client.connect(server.url, start_keepalive=False)
         wait_until_idle(connection)
         received: list[str] = []
@@ -104,27 +113,20 @@ def test_a_receive_waiting_on_an_idle_connection_gets_the_message() -> None:
             target=lambda: received.append(connection.receive_text(timeout=5 * TIMEOUT_UNIT))
         )
         receiver.start()
-        send_now.set()
+        send_later.go.set()
         receiver.join(5 * TIMEOUT_UNIT)
         assert received == ["late"]
         connection.close()
 
 
 def test_pings_to_an_idle_connection_are_answered() -> None:
-    ping_now = threading.Event()
-    sessions: list[ServerSession] = []
-
-    def ping_when_told(session: ServerSession) -> None:
-        sessions.append(session)
-        ping_now.wait(10 * TIMEOUT_UNIT)
-        session.send_ping(b"are you there")
-        session.closed.wait(10 * TIMEOUT_UNIT)
-
-    with WebSocketTestServer(ping_when_told) as server, WebSocketClient() as client:
+    ping_later = WhenTold(lambda session: session.send_ping(b"are you there"))
+    with WebSocketTestServer(ping_later) as server, WebSocketClient() as client:
         connection = client.connect(server.url, start_keepalive=False)
         wait_until_idle(connection)
-        ping_now.set()
-        wait_for_condition(lambda: sessions[0].pongs_received == [b"are you there"], TIMEOUT_UNIT)
+        ping_later.go.set()
+        pongs = ping_later.sessions[0].pongs_received
+        wait_for_condition(lambda: pongs == [b"are you there"], TIMEOUT_UNIT)
         # Answered by a reader the watcher started, which goes idle again afterwards.
         wait_until_idle(connection)
         connection.close()
@@ -160,36 +162,26 @@ def test_keepalive_finds_a_dead_peer_of_an_idle_connection() -> None:
     wait_for_condition(lambda: not reader_threads(), IDLE_WAIT)
 
 
-def test_the_server_closing_an_idle_connection_is_seen() -> None:
-    close_now = threading.Event()
-
-    def close_when_told(session: ServerSession) -> None:
-        close_now.wait(10 * TIMEOUT_UNIT)
-        session.close(1001, "going away")
-
-    with WebSocketTestServer(close_when_told) as server, WebSocketClient() as client:
+@pytest.mark.parametrize(
+    ("end", "close_code"),
+    [
+        (lambda session: session.close(1001, "going away"), 1001),
+        (lambda session: session.drop(), 1006),
+    ],
+    ids=["server-closes", "connection-dropped"],
+)
+def test_the_end_of_an_idle_connection_is_seen(
+    end: Callable[[ServerSession], None], close_code: int
+) -> None:
+    end_later = WhenTold(end, keep_open=False)
+    with WebSocketTestServer(end_later) as server, WebSocketClient() as client:
         connection = client.connect(server.url, start_keepalive=False)
         wait_until_idle(connection)
-        close_now.set()
+        end_later.go.set()
         wait_for_condition(lambda: connection.closed, TIMEOUT_UNIT)
-        assert connection.close_code == 1001
-        assert connection.closed_cleanly
+        assert connection.close_code == close_code
+        assert connection.closed_cleanly is (close_code == 1001)
         assert connection._stream._when_readable is None
-
-
-def test_a_connection_dropped_while_idle_is_seen() -> None:
-    drop_now = threading.Event()
-
-    def drop_when_told(session: ServerSession) -> None:
-        drop_now.wait(10 * TIMEOUT_UNIT)
-        session.drop()
-
-    with WebSocketTestServer(drop_when_told) as server, WebSocketClient() as client:
-        connection = client.connect(server.url, start_keepalive=False)
-        wait_until_idle(connection)
-        drop_now.set()
-        wait_for_condition(lambda: connection.closed, TIMEOUT_UNIT)
-        assert connection.close_code == 1006
 
 
 def test_closing_an_idle_connection_is_clean(test_server: Any) -> None:
@@ -236,21 +228,16 @@ def test_many_idle_connections_share_the_watcher(test_server: Any, count: int) -
 def test_an_idle_connection_that_cannot_get_a_thread_back_ends(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    send_now = threading.Event()
-
-    def send_when_told(session: ServerSession) -> None:
-        send_now.wait(10 * TIMEOUT_UNIT)
-        session.send_text("late")
-        session.closed.wait(10 * TIMEOUT_UNIT)
+    send_later = WhenTold(lambda session: session.send_text("late"))
 
     def no_thread(*args: object, **kwargs: object) -> None:
         raise RuntimeError("can't start new thread")
 
-    with WebSocketTestServer(send_when_told) as server, WebSocketClient() as client:
+    with WebSocketTestServer(send_later) as server, WebSocketClient() as client:
         connection = client.connect(server.url, start_keepalive=False)
         wait_until_idle(connection)
         monkeypatch.setattr(sync_connection, "_spawn", no_thread)
-        send_now.set()
+        send_later.go.set()
         # Nobody could read again: the connection ends instead of leaving this waiting.
         with pytest.raises(ConnectionDisconnected):
             connection.receive_text(timeout=5 * TIMEOUT_UNIT)
