@@ -14,7 +14,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from .._shared import MailboxClosed, add_to_box
 
@@ -78,8 +78,8 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         self.lost_waiters: list[asyncio.Future[None]] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A cast, not an isinstance check: uvloop's transports do not derive from asyncio's.
+        self.transport = cast(asyncio.Transport, transport)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         target = self.read_target
@@ -500,8 +500,8 @@ async def open_stream(
         if timeout is not None:
             kwargs["ssl_handshake_timeout"] = max(timeout, 0.001)
     async with asyncio.timeout(timeout):
+        # (No isinstance check on the transport: uvloop's do not derive from asyncio's.)
         transport, protocol = await loop.create_connection(_StreamProtocol, host, port, **kwargs)
-    assert isinstance(transport, asyncio.Transport)
     sock = transport.get_extra_info("socket")
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
