@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -93,3 +94,12 @@ def wsclient_threads() -> list[threading.Thread]:
         for thread in threading.enumerate()
         if thread.name.startswith("wsclient-") and not thread.name.startswith("wsclient-testserver")
     ]
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` for a child that a test interrupts with SIGINT.
+
+    A child inherits an ignored SIGINT (a test run started in the background by a
+    non-interactive shell ignores it), and Python then never raises KeyboardInterrupt.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

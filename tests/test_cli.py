@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import TIMEOUT_UNIT, wait_for_condition
+from helpers import TIMEOUT_UNIT, default_sigint, wait_for_condition
 
 from wsclient import __version__
 from wsclient.__main__ import (
@@ -82,6 +82,7 @@ def open_cli(*args: str) -> Iterator[subprocess.Popen[str]]:
         stderr=subprocess.PIPE,
         text=True,
         env=_env(),
+        preexec_fn=default_sigint,
     )
     try:
         yield process

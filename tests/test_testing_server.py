@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import trustme
-from helpers import TIMEOUT_UNIT, wait_for_condition
+from helpers import TIMEOUT_UNIT, default_sigint, wait_for_condition
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
@@ -579,6 +579,7 @@ def test_main_serves_echo_until_interrupted() -> None:
         stdout=subprocess.PIPE,
         text=True,
         env=env,
+        preexec_fn=default_sigint,
     ) as process:
         try:
             assert process.stdout is not None
