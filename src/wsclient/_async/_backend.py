@@ -387,7 +387,8 @@ class AsyncStream:
         """
         if data and not self._protocol.lost:
             writes = self._iteration_writes
-            if self._wrote_in == writes.iteration and writes.scheduled:
+            # A direct write in this iteration scheduled its end (see _IterationWrites).
+            if self._wrote_in == writes.iteration:
                 size = len(data)
                 if size <= _CORK_LIMIT - self._corked_size:
                     # Not the first write of this stream in this iteration: hold it back.
