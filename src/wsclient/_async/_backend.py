@@ -7,6 +7,7 @@ code generated for the sync flavor never needs a wrapper around arbitrary code.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import socket
 import ssl as ssl_module
 import threading
@@ -156,7 +157,8 @@ async def _wait_future(future: asyncio.Future[None], timeout: float | None) -> b
     if timeout is None:
         await future
         return True
-    handle = future.get_loop().call_later(max(timeout, 0), _cancel_quietly, future)
+    deadlines = _helpers_of(future.get_loop()).deadlines
+    entry = deadlines.add(max(timeout, 0), future)
     try:
         await future
     except asyncio.CancelledError:
@@ -164,13 +166,8 @@ async def _wait_future(future: asyncio.Future[None], timeout: float | None) -> b
             return False
         raise
     finally:
-        handle.cancel()
+        deadlines.discard(entry)
     return True
-
-
-def _cancel_quietly(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.cancel()
 
 
 def _current_task_cancelling() -> bool:
@@ -194,10 +191,10 @@ class _IterationWrites:
     thousand connections answering in the same iteration share it.
     """
 
-    __slots__ = ("corked_streams", "iteration", "loop", "scheduled")
+    __slots__ = ("corked_streams", "iteration", "loop_ref", "scheduled")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+    def __init__(self, loop_ref: weakref.ref[asyncio.AbstractEventLoop]) -> None:
+        self.loop_ref = loop_ref
         self.iteration = 0
         self.scheduled = False
         self.corked_streams: list[AsyncStream] = []
@@ -205,8 +202,10 @@ class _IterationWrites:
     def wrote(self) -> int:
         """Note a write in this iteration; return the iteration's number."""
         if not self.scheduled:
+            loop = self.loop_ref()
+            assert loop is not None
             self.scheduled = True
-            self.loop.call_soon(self._end_iteration)
+            loop.call_soon(self._end_iteration)
         return self.iteration
 
     def _end_iteration(self) -> None:
@@ -219,16 +218,115 @@ class _IterationWrites:
                 stream._uncork()
 
 
-_iteration_writes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _IterationWrites] = (
-    weakref.WeakKeyDictionary()
-)
+class _Deadlines:
+    """The timeouts of one event loop's waits, on a single timer of the loop.
+
+    A loop timer costs a few microseconds: its handle, its context, and comparisons in
+    Python each time it enters and leaves the loop's heap, and a timeout that did not
+    expire still leaves that heap only when its time comes. Most waits with a timeout end
+    well before it (a receive with ``timeout=10`` that gets its message), so these
+    deadlines live in a heap of lists compared in C: adding one costs well under a
+    microsecond, and one ended early is only marked, then swept out in bulk.
+    """
+
+    __slots__ = ("_loop_ref", "_heap", "_timer_at", "_timer_generation", "_ended", "_sequence")
+
+    def __init__(self, loop_ref: weakref.ref[asyncio.AbstractEventLoop]) -> None:
+        self._loop_ref = loop_ref
+        # Entries are [when, sequence, future]: the sequence breaks ties, so futures are
+        # never compared. The future is None once the entry no longer matters.
+        self._heap: list[list[Any]] = []
+        # The loop timer is not kept (it holds the loop, and this must not): one that an
+        # earlier deadline replaced finds its generation outdated when it runs.
+        self._timer_at = float("inf")
+        self._timer_generation = 0
+        self._ended = 0
+        self._sequence = 0
+
+    def add(self, delay: float, future: asyncio.Future[None]) -> list[Any]:
+        """Cancel ``future`` after ``delay`` seconds unless :meth:`discard` comes first."""
+        loop = self._loop_ref()
+        assert loop is not None
+        when = loop.time() + delay
+        self._sequence += 1
+        entry = [when, self._sequence, future]
+        heapq.heappush(self._heap, entry)
+        if when < self._timer_at:
+            self._arm(loop, when)
+        return entry
+
+    def discard(self, entry: list[Any]) -> None:
+        """The wait of ``entry`` is over: its deadline no longer matters."""
+        if entry[2] is None:
+            return  # it expired
+        entry[2] = None
+        self._ended += 1
+        heap = self._heap
+        if self._ended > _SWEEP_MIN and self._ended * 2 > len(heap):
+            heap[:] = [kept for kept in heap if kept[2] is not None]
+            heapq.heapify(heap)
+            self._ended = 0
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        self._timer_generation += 1
+        self._timer_at = when
+        loop.call_at(when, self._expire, self._timer_generation)
+
+    def _expire(self, generation: int) -> None:
+        loop = self._loop_ref()
+        if generation != self._timer_generation or loop is None:
+            return
+        self._timer_at = float("inf")
+        # The loop runs a timer up to its clock's resolution early.
+        now = loop.time() + _CLOCK_RESOLUTION
+        heap = self._heap
+        while heap:
+            entry = heap[0]
+            future = entry[2]
+            if future is None:
+                heapq.heappop(heap)
+                self._ended -= 1
+            elif entry[0] <= now:
+                heapq.heappop(heap)
+                entry[2] = None
+                if not future.done():
+                    future.cancel()
+            else:
+                self._arm(loop, entry[0])
+                return
 
 
-def _iteration_writes_of(loop: asyncio.AbstractEventLoop) -> _IterationWrites:
-    writes = _iteration_writes.get(loop)
-    if writes is None:
-        writes = _iteration_writes[loop] = _IterationWrites(loop)
-    return writes
+_CLOCK_RESOLUTION = time.get_clock_info("monotonic").resolution
+# _Deadlines sweeps the entries of waits that ended once they are more than half of its
+# heap and more than this many.
+_SWEEP_MIN = 64
+
+
+class _LoopHelpers:
+    """What the streams and waits of one event loop share.
+
+    Holds the loop only weakly, and is found through the loop's id: a loop that closes
+    and is dropped is freed with everything it held, and its helpers with it.
+    """
+
+    __slots__ = ("deadlines", "writes")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop_id = id(loop)
+        # The callback runs as the loop is freed, before its id can be reused.
+        loop_ref = weakref.ref(loop, lambda _ref: _loop_helpers.pop(loop_id, None))
+        self.writes = _IterationWrites(loop_ref)
+        self.deadlines = _Deadlines(loop_ref)
+
+
+_loop_helpers: dict[int, _LoopHelpers] = {}
+
+
+def _helpers_of(loop: asyncio.AbstractEventLoop) -> _LoopHelpers:
+    helpers = _loop_helpers.get(id(loop))
+    if helpers is None:
+        helpers = _loop_helpers[id(loop)] = _LoopHelpers(loop)
+    return helpers
 
 
 class AsyncStream:
@@ -239,7 +337,7 @@ class AsyncStream:
         self._protocol = protocol
         # Cached: on Python 3.11 get_running_loop() costs a getpid() system call.
         self._loop = asyncio.get_running_loop()
-        self._iteration_writes = _iteration_writes_of(self._loop)
+        self._iteration_writes = _helpers_of(self._loop).writes
         # The loop iteration of this stream's last direct write (-1: none yet), and the
         # small writes held back since then, sent when that iteration ends.
         self._wrote_in = -1
