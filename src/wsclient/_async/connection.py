@@ -911,10 +911,19 @@ class WebSocketConnection:
     async def _get(self, kinds: tuple[int, ...], timeout: float | None) -> tuple[int, Any]:
         try:
             return await self._mailbox.get(kinds, timeout)
-        except TimeoutError:
-            raise ReadTimeout(f"nothing received within {timeout} s") from None
-        except MailboxClosed:
-            raise self._disconnected() from self._error
+        except (TimeoutError, MailboxClosed) as exc:
+            raise self._receive_failure(exc, timeout)  # noqa: B904 (the cause is set)
+
+    def _receive_failure(self, exc: Exception, timeout: float | None) -> Exception:
+        """What a receive raises when the mailbox gave up with ``exc``."""
+        error: Exception
+        if isinstance(exc, MailboxClosed):
+            error = self._disconnected()
+            error.__cause__ = self._error
+        else:
+            error = ReadTimeout(f"nothing received within {timeout} s")
+        error.__suppress_context__ = True
+        return error
 
     async def _receive(self, kinds: tuple[int, ...], timeout: float | None) -> tuple[int, Any]:
         if not self._streaming or kinds == PONG_ONLY:
@@ -1007,7 +1016,12 @@ class WebSocketConnection:
             if waiting is not None:
                 text: str = waiting
                 return text
-            _, data = await self._get(TEXT_ONLY, timeout)
+            # The mailbox's wait without _get's: one call level less on every receive that
+            # waits (a round trip at a time, or a thousand connections answering).
+            try:
+                _, data = await self._mailbox.get(TEXT_ONLY, timeout)
+            except (TimeoutError, MailboxClosed) as exc:
+                raise self._receive_failure(exc, timeout)  # noqa: B904 (the cause is set)
         else:
             _, data = await self._receive(TEXT_ONLY, timeout)
         text = data
@@ -1025,7 +1039,10 @@ class WebSocketConnection:
             if waiting is not None:
                 payload: bytes = waiting
                 return payload
-            _, data = await self._get(BINARY_ONLY, timeout)
+            try:  # (not through _get: see receive_text)
+                _, data = await self._mailbox.get(BINARY_ONLY, timeout)
+            except (TimeoutError, MailboxClosed) as exc:
+                raise self._receive_failure(exc, timeout)  # noqa: B904 (the cause is set)
         else:
             _, data = await self._receive(BINARY_ONLY, timeout)
         payload = data
