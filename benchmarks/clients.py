@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import gc
+import hashlib
 import json
 import os
 import resource
@@ -23,6 +25,7 @@ import socket
 import sys
 import time
 import traceback
+import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -429,6 +432,7 @@ class Context:
         self.count = args.count or (scenario.quick if args.quick else scenario.full)
         self.meter = meter
         self.ws = f"ws://{HOST}:{args.ws_port}"
+        self.ws_port = args.ws_port
         self.raw_port = args.raw_port
         self.raw_firehose_port = args.raw_firehose_port
 
@@ -757,6 +761,50 @@ def _run_sync_scenario(adapter: SyncAdapter, ctx: Context) -> dict[str, Any]:
 
 _raw_receive_buffer = memoryview(bytearray(256 * 1024))
 
+# The handshake and deflate scenarios of the baselines do what any WebSocket client must,
+# with nothing more: an upgrade request and a check of the 101 response and its accept key,
+# then a Close frame each way and the server's end of the TCP connection; for deflate, zlib
+# with the settings of wsclient and websockets (level 6, memLevel 5, 15-bit window) on the
+# raw echo, the sync flush tail removed and put back as RFC 7692 says. No header parsing,
+# no timeouts, no validation beyond that: a floor, not a client.
+_RAW_CLOSE_FRAME = bytes((0x88, 0x82, 0, 0, 0, 0, 0x03, 0xE8))  # code 1000, zero mask key
+_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_SYNC_FLUSH_TAIL = b"\x00\x00\xff\xff"
+
+
+def _raw_upgrade_request(port: int) -> tuple[bytes, bytes]:
+    """An upgrade request for /echo, and the Sec-WebSocket-Accept value it must get back."""
+    key = base64.b64encode(os.urandom(16))
+    accept = base64.b64encode(hashlib.sha1(key + _WS_GUID).digest())
+    request = (
+        b"GET /echo HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ) % (HOST.encode(), port, key)
+    return request, accept
+
+
+def _check_upgrade(head: bytes, accept: bytes) -> None:
+    _check(head.startswith(b"HTTP/1.1 101") and accept in head, "upgrade refused")
+
+
+def _check_close_frame(frame: bytes) -> None:
+    _check(frame[:2] == b"\x88\x02", "no Close frame from the server")
+
+
+def _raw_deflate() -> tuple[Callable[[bytes], bytes], Callable[[bytes], bytes]]:
+    """compress and decompress functions for one connection (context takeover on)."""
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -15, 5)
+    decompressor = zlib.decompressobj(-15)
+    sync_flush = zlib.Z_SYNC_FLUSH
+
+    def compress(data: bytes) -> bytes:
+        return (compressor.compress(data) + compressor.flush(sync_flush))[:-4]
+
+    def decompress(data: bytes) -> bytes:
+        return decompressor.decompress(data + _SYNC_FLUSH_TAIL)
+
+    return compress, decompress
+
 
 class _RawProtocol(asyncio.BufferedProtocol):
     def __init__(self) -> None:
@@ -874,6 +922,39 @@ async def _ra_json(protocol: _RawProtocol, documents: list[Any], count: int) -> 
     return received
 
 
+async def _ra_handshake(port: int) -> None:
+    protocol = await _raw_open(port)
+    request, accept = _raw_upgrade_request(port)
+    protocol.send(request)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += await protocol.receive(1)
+        if protocol.buffered:
+            head += await protocol.receive(protocol.buffered)
+    _check_upgrade(head, accept)
+    protocol.send(_RAW_CLOSE_FRAME)
+    _check_close_frame(await protocol.receive(4))
+    await protocol.lost  # the server closes the TCP connection first
+
+
+async def _ra_json_deflate(
+    protocol: _RawProtocol,
+    documents: list[Any],
+    count: int,
+    deflate: tuple[Callable[[bytes], bytes], Callable[[bytes], bytes]],
+) -> Any:
+    send, receive = protocol.send, protocol.receive
+    dumps, loads = json.dumps, json.loads
+    compress, decompress = deflate
+    received = None
+    mask = len(documents) - 1
+    for index in range(count):
+        compressed = compress(dumps(documents[index & mask]).encode())
+        send(compressed)
+        received = loads(decompress(await receive(len(compressed))).decode())
+    return received
+
+
 async def run_raw_async(ctx: Context) -> dict[str, Any]:
     scenario, count, meter = ctx.scenario, ctx.count, ctx.meter
     name = scenario.name
@@ -955,12 +1036,23 @@ async def run_raw_async(ctx: Context) -> dict[str, Any]:
         return meter.result(count, scenario.size)
     if name == "handshakes":
         for _ in range(min(20, count)):
-            await _raw_close(await _raw_open(ctx.raw_port))
+            await _ra_handshake(ctx.ws_port)
         meter.start()
         for _ in range(count):
-            await _raw_close(await _raw_open(ctx.raw_port))
+            await _ra_handshake(ctx.ws_port)
         meter.stop()
         return meter.result(count, 0)
+    if name == "json_2k_deflate":
+        protocol = await _raw_open(ctx.raw_port)
+        documents = json_documents()
+        deflate = _raw_deflate()
+        await _ra_json_deflate(protocol, documents, min(count // 10, 500), deflate)
+        meter.start()
+        received = await _ra_json_deflate(protocol, documents, count, deflate)
+        meter.stop()
+        _check(received == documents[(count - 1) & (len(documents) - 1)], "echo mismatch")
+        await _raw_close(protocol)
+        return meter.result(count, scenario.size)
     if name == "json_2k":
         protocol = await _raw_open(ctx.raw_port)
         documents = json_documents()
@@ -1059,6 +1151,41 @@ def _rs_json(raw: _RawSocket, documents: list[Any], count: int) -> Any:
     return received
 
 
+def _rs_handshake(port: int) -> None:
+    raw = _RawSocket(port)
+    request, accept = _raw_upgrade_request(port)
+    raw.send(request)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = raw.sock.recv(4096)
+        if not chunk:
+            raise ConnectionError("connection closed")
+        head += chunk
+    _check_upgrade(head, accept)
+    raw.send(_RAW_CLOSE_FRAME)
+    _check_close_frame(raw.receive(4))
+    _check(raw.sock.recv(1) == b"", "the server did not close the TCP connection")
+    raw.close()
+
+
+def _rs_json_deflate(
+    raw: _RawSocket,
+    documents: list[Any],
+    count: int,
+    deflate: tuple[Callable[[bytes], bytes], Callable[[bytes], bytes]],
+) -> Any:
+    send, receive = raw.send, raw.receive
+    dumps, loads = json.dumps, json.loads
+    compress, decompress = deflate
+    received = None
+    mask = len(documents) - 1
+    for index in range(count):
+        compressed = compress(dumps(documents[index & mask]).encode())
+        send(compressed)
+        received = loads(decompress(receive(len(compressed))).decode())
+    return received
+
+
 def run_raw_sync(ctx: Context) -> dict[str, Any]:
     scenario, count, meter = ctx.scenario, ctx.count, ctx.meter
     name = scenario.name
@@ -1121,12 +1248,23 @@ def run_raw_sync(ctx: Context) -> dict[str, Any]:
         return meter.result(count, scenario.size)
     if name == "handshakes":
         for _ in range(min(20, count)):
-            _RawSocket(ctx.raw_port).close()
+            _rs_handshake(ctx.ws_port)
         meter.start()
         for _ in range(count):
-            _RawSocket(ctx.raw_port).close()
+            _rs_handshake(ctx.ws_port)
         meter.stop()
         return meter.result(count, 0)
+    if name == "json_2k_deflate":
+        raw = _RawSocket(ctx.raw_port)
+        documents = json_documents()
+        deflate = _raw_deflate()
+        _rs_json_deflate(raw, documents, min(count // 10, 500), deflate)
+        meter.start()
+        received = _rs_json_deflate(raw, documents, count, deflate)
+        meter.stop()
+        _check(received == documents[(count - 1) & (len(documents) - 1)], "echo mismatch")
+        raw.close()
+        return meter.result(count, scenario.size)
     if name == "json_2k":
         raw = _RawSocket(ctx.raw_port)
         documents = json_documents()

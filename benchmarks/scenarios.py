@@ -130,7 +130,6 @@ class Client:
 
 
 _NO_DEFLATE = {"json_2k_deflate": "no permessage-deflate support"}
-_RAW = {"json_2k_deflate": "no WebSocket, no compression"}
 
 CLIENTS: list[Client] = [
     Client("wsclient-async", "async", "wsclient", {}),
@@ -141,8 +140,8 @@ CLIENTS: list[Client] = [
     Client("aiosonic", "async", "aiosonic", dict(_NO_DEFLATE)),
     Client("picows", "async", "picows", dict(_NO_DEFLATE)),
     Client("websocket-client", "sync", "websocket-client", dict(_NO_DEFLATE)),
-    Client("raw-asyncio", "async", "python", dict(_RAW), baseline=True),
-    Client("raw-socket", "sync", "python", dict(_RAW), baseline=True),
+    Client("raw-asyncio", "async", "python", {}, baseline=True),
+    Client("raw-socket", "sync", "python", {}, baseline=True),
 ]
 CLIENT_BY_NAME = {client.name: client for client in CLIENTS}
 REFERENCE = {"async": "wsclient-async", "sync": "wsclient-sync"}
