@@ -57,6 +57,28 @@ def _shared_receive_buffer() -> memoryview:
 
 
 class _StreamProtocol(asyncio.BufferedProtocol):
+    # Slots (asyncio's protocols have no __dict__ either): each connection's state in one
+    # block, which every read of every connection touches.
+    __slots__ = (
+        "transport",
+        "chunks",
+        "buffered",
+        "eof",
+        "error",
+        "reading_paused",
+        "writing_paused",
+        "lost",
+        "read_waiter",
+        "read_target",
+        "consumer",
+        "consumer_declined",
+        "target_filled",
+        "_filling_target",
+        "_probe_next_read",
+        "drain_waiters",
+        "lost_waiters",
+    )
+
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.chunks: list[bytes] = []
@@ -331,6 +353,16 @@ def _helpers_of(loop: asyncio.AbstractEventLoop) -> _LoopHelpers:
 
 class AsyncStream:
     """A byte stream over a connected socket (TCP or TLS)."""
+
+    __slots__ = (
+        "_transport",
+        "_protocol",
+        "_loop",
+        "_iteration_writes",
+        "_wrote_in",
+        "_corked",
+        "_corked_size",
+    )
 
     def __init__(self, transport: asyncio.Transport, protocol: _StreamProtocol) -> None:
         self._transport = transport
@@ -676,6 +708,18 @@ class AsyncMailbox(Generic[T]):
     ``get`` never loses an item. ``close`` wakes every waiter; items already in a box are
     still delivered, then ``get`` raises :class:`MailboxClosed`.
     """
+
+    __slots__ = (
+        "_boxes",
+        "_maxsizes",
+        "_sequence",
+        "_waiters",
+        "_blocked_gets",
+        "_idle_waiters",
+        "_loop",
+        "closed",
+        "puts_never_wait",
+    )
 
     def __init__(self, maxsizes: Sequence[int]) -> None:
         # Created on first use: an idle connection then costs no deque at all.
