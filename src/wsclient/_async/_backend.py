@@ -761,7 +761,8 @@ class AsyncMailbox(Generic[T]):
             if not waiter.done():
                 waiter.set_result(None)
         self._waiters.clear()
-        self._wake_idle_waiters()
+        if self._idle_waiters:
+            self._wake_idle_waiters()
 
     def _wake_idle_waiters(self) -> None:
         for waiter in self._idle_waiters:

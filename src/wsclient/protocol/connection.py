@@ -450,6 +450,8 @@ class Connection:
 
     def data_to_send(self) -> bytes:
         """Return and forget the bytes queued for the transport."""
+        if not self._output:
+            return b""
         data = self.data_to_write()
         return data if isinstance(data, bytes) else bytes(data)
 
