@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import traceback
+from typing import Any
 
 import pytest
 from helpers import TIMEOUT_UNIT
 
 from wsclient._async.client import WebSocketClient
 from wsclient._shared import MessageType
-from wsclient.exceptions import ConnectionDisconnected, ReadTimeout, WebSocketError
+from wsclient.exceptions import ConnectionDisconnected, ProtocolError, ReadTimeout, WebSocketError
 from wsclient.protocol.connection import DIRECT_RECEIVE_MIN
 from wsclient.testing import ServerSession, WebSocketTestServer, send_then_close
 
@@ -84,6 +86,26 @@ async def test_typed_receives_never_take_the_other_type(echo_url: str) -> None:
         assert await connection.receive_bytes(timeout=TIMEOUT_UNIT) == b"three"
         with pytest.raises(ReadTimeout):
             await connection.receive_text(timeout=0.05)
+
+
+async def test_typed_receives_fail_with_wsclient_errors_alone(test_server: Any) -> None:
+    async with WebSocketClient() as client:
+        connection = await client.connect(test_server.url)
+        (session,) = test_server.wait_for_sessions(1, timeout=TIMEOUT_UNIT)
+        for receive in (connection.receive_text, connection.receive_bytes):
+            with pytest.raises(ReadTimeout) as timed_out:
+                await receive(timeout=0.02)
+            assert timed_out.value.__cause__ is None
+            assert timed_out.value.__suppress_context__
+        session.send_raw(b"\x83\x00")  # reserved opcode 0x3
+        for receive in (connection.receive_bytes, connection.receive_text):
+            with pytest.raises(ConnectionDisconnected) as caught:
+                await receive(timeout=TIMEOUT_UNIT)
+            assert caught.value.code == 1002
+            assert isinstance(caught.value.__cause__, ProtocolError)
+            # The traceback shows the protocol error, never wsclient's internal buffering.
+            shown = "".join(traceback.format_exception(caught.value))
+            assert "MailboxClosed" not in shown and "ProtocolError" in shown
 
 
 async def test_receive_returns_any_type_in_arrival_order(echo_url: str) -> None:
