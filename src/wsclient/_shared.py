@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import numbers
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,6 +14,25 @@ logger = logging.getLogger("wsclient")
 # A library never prints on its own: without this, Python's last-resort handler would write
 # wsclient's warnings to stderr in programs that did not configure logging.
 logger.addHandler(logging.NullHandler())
+
+
+def check_seconds(value: float | None, name: str) -> None:
+    """Refuse a duration that is not a number of seconds, or is NaN (which would never
+    expire, or expire at once, depending on where it is compared). ``None`` (no limit),
+    infinity (no limit) and a negative value (already expired) are durations.
+
+    Raises:
+        TypeError: ``value`` is not a real number (``bool`` included).
+        ValueError: ``value`` is NaN.
+    """
+    if value is None:
+        return
+    kind = type(value)
+    if kind is not float and kind is not int:
+        if kind is bool or not isinstance(value, numbers.Real):
+            raise TypeError(f"{name} must be a number of seconds or None, not {kind.__name__}")
+    if value != value:
+        raise ValueError(f"{name} must be a number of seconds or None, not NaN")
 
 
 class MailboxClosed(Exception):

@@ -130,6 +130,40 @@ def test_receive_returns_any_type_in_arrival_order(echo_url: str) -> None:
         ]
 
 
+@pytest.mark.parametrize(
+    ("bad", "error"), [(float("nan"), ValueError), ("5", TypeError), (True, TypeError)]
+)
+def test_a_timeout_that_is_not_a_duration_is_refused_at_once(
+    echo_url: str, bad: Any, error: type[Exception]
+) -> None:
+    with WebSocketClient() as client:
+        connection = client.connect(echo_url)
+        calls = [
+            lambda: connection.receive_text(timeout=bad),
+            lambda: connection.receive_bytes(timeout=bad),
+            lambda: connection.receive(timeout=bad),
+            lambda: connection.receive_pong(timeout=bad),
+            lambda: connection.receive_json(timeout=bad),
+            lambda: connection.send_text("lost?", timeout=bad),
+            lambda: connection.send_bytes(b"lost?", timeout=bad),
+            lambda: connection.send_fragments(["lost", "?"], timeout=bad),
+            lambda: connection.ping(b"lost?", wait=True, timeout=bad),
+        ]
+        for call in calls:
+            with pytest.raises(error, match="timeout"):
+                call()
+        with pytest.raises(error, match="keepalive interval"):
+            connection.start_keep_alive(bad)
+        for option in ("open_timeout", "close_timeout", "ping_timeout", "keepalive_interval"):
+            with pytest.raises(error, match=option):
+                client.connect(echo_url, **{option: bad})
+        # Nothing was sent or taken: the next message through is the first one.
+        connection.send_text("first")
+        assert connection.receive_text(timeout=TIMEOUT_UNIT) == "first"
+        assert connection.stats.messages_out == 1
+        assert connection.stats.pings_sent == 0
+
+
 def test_receive_timeout_is_a_timeout_error_and_keeps_the_connection(
     echo_url: str,
 ) -> None:

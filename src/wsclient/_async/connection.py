@@ -21,6 +21,7 @@ from .._shared import (
     MailboxClosed,
     Message,
     MessageType,
+    check_seconds,
     logger,
 )
 from ..exceptions import (
@@ -742,6 +743,7 @@ class WebSocketConnection:
         """
         if not isinstance(message, str):
             raise TypeError(f"send_text needs a str, got {type(message).__name__}")
+        check_seconds(timeout, "timeout")
         await self._send(self.OPCODE_TEXT, message.encode("utf-8"), timeout, compress)
 
     async def send_bytes(
@@ -765,6 +767,7 @@ class WebSocketConnection:
         """
         if not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError(f"send_bytes needs bytes, got {type(data).__name__}")
+        check_seconds(timeout, "timeout")
         await self._send(self.OPCODE_BINARY, data, timeout, compress)
 
     async def send_json(self, data: Any, *, timeout: float | None = None) -> None:
@@ -808,6 +811,7 @@ class WebSocketConnection:
             WriteTimeout: The peer did not read in time (the connection is then closing).
             ConnectionDisconnected: The connection is closed.
         """
+        check_seconds(timeout, "timeout")
         async with self._send_lock:
             started: type | None = None
             previous: str | bytes | None = None
@@ -878,6 +882,7 @@ class WebSocketConnection:
             ReadTimeout: With ``wait``, no pong arrived in time.
             ConnectionDisconnected: The connection is closed.
         """
+        check_seconds(timeout, "timeout")
         data = bytes(data)
         if len(data) > 125:
             raise ValueError(f"ping payload is {len(data)} bytes; the limit is 125")
@@ -981,6 +986,7 @@ class WebSocketConnection:
         """
         if not self._streaming:
             raise ValueError("receive_fragments needs conn_opts={'stream_fragments': True}")
+        check_seconds(timeout, "timeout")
         await self._skip_abandoned_stream(timeout)
         if self._partial:
             kind, parts = next(iter(self._partial.items()))
@@ -1010,6 +1016,7 @@ class WebSocketConnection:
             ReadTimeout: No text message arrived within ``timeout`` seconds.
             ConnectionDisconnected: The connection is closed and no text message is left.
         """
+        check_seconds(timeout, "timeout")
         if not self._streaming:
             # Most receives find a message already waiting.
             waiting = self._mailbox.take_nowait(KIND_TEXT)
@@ -1034,6 +1041,7 @@ class WebSocketConnection:
             ReadTimeout: No binary message arrived within ``timeout`` seconds.
             ConnectionDisconnected: The connection is closed and no binary message is left.
         """
+        check_seconds(timeout, "timeout")
         if not self._streaming:
             waiting = self._mailbox.take_nowait(KIND_BINARY)
             if waiting is not None:
@@ -1078,6 +1086,7 @@ class WebSocketConnection:
             ReadTimeout: No pong arrived in time.
             ConnectionDisconnected: The connection is closed.
         """
+        check_seconds(timeout, "timeout")
         _, data = await self._receive(PONG_ONLY, timeout)
         payload: bytes = data
         return payload
@@ -1092,6 +1101,7 @@ class WebSocketConnection:
             ReadTimeout: No message arrived in time.
             ConnectionDisconnected: The connection is closed and no message is left.
         """
+        check_seconds(timeout, "timeout")
         kind, data = await self._receive(ANY_MESSAGE, timeout)
         return Message(MessageType.TEXT if kind == KIND_TEXT else MessageType.BINARY, data)
 
@@ -1122,6 +1132,7 @@ class WebSocketConnection:
         unless data arrived since the ping or reading is paused because the application
         is behind (then the peer is not to blame). Restarts a running keepalive.
         """
+        check_seconds(interval, "keepalive interval")
         if interval <= 0:
             raise ValueError("keepalive interval must be positive")
         self.stop_keep_alive()

@@ -7,7 +7,7 @@ import ssl as ssl_module
 from collections.abc import Iterable
 from typing import Any
 
-from .._shared import logger
+from .._shared import check_seconds, logger
 from ..exceptions import ConnectError, ConnectTimeout, HandshakeError, ProtocolError
 from ..protocol import DEFAULT_MAX_SIZE, ClientConnection, DeflateOptions, State, WebSocketURI
 from ..protocol.handshake import DEFAULT_USER_AGENT, HeadersLike, parse_uri
@@ -164,8 +164,9 @@ class WebSocketClient:
             The open connection.
 
         Raises:
-            TypeError: ``conn_opts`` has an unknown key.
-            ValueError: An invalid URL, header, subprotocol or option.
+            TypeError: ``conn_opts`` has an unknown key, or a timeout or interval is
+                not a number.
+            ValueError: An invalid URL, header, subprotocol or option (a NaN timeout too).
             ConnectTimeout: ``open_timeout`` expired (also a ``TimeoutError``).
             ConnectError: The TCP or TLS connection failed.
             HandshakeError: The server refused or botched the upgrade (also a
@@ -173,6 +174,13 @@ class WebSocketClient:
                 status other than 101.
         """
         options = _check_conn_opts(conn_opts)
+        for seconds, name in (
+            (open_timeout, "open_timeout"),
+            (close_timeout, "close_timeout"),
+            (ping_timeout, "ping_timeout"),
+            (keepalive_interval, "keepalive_interval"),
+        ):
+            check_seconds(seconds, name)
         uri = parse_uri(url)
         handler = options.get("protocol_handler")
         offered = list(subprotocols or [])

@@ -22,6 +22,7 @@ from .._shared import (
     MailboxClosed,
     Message,
     MessageType,
+    check_seconds,
     logger,
 )
 from ..exceptions import (
@@ -743,6 +744,7 @@ class WebSocketConnection:
         """
         if not isinstance(message, str):
             raise TypeError(f"send_text needs a str, got {type(message).__name__}")
+        check_seconds(timeout, "timeout")
         self._send(self.OPCODE_TEXT, message.encode("utf-8"), timeout, compress)
 
     def send_bytes(
@@ -766,6 +768,7 @@ class WebSocketConnection:
         """
         if not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError(f"send_bytes needs bytes, got {type(data).__name__}")
+        check_seconds(timeout, "timeout")
         self._send(self.OPCODE_BINARY, data, timeout, compress)
 
     def send_json(self, data: Any, *, timeout: float | None = None) -> None:
@@ -809,6 +812,7 @@ class WebSocketConnection:
             WriteTimeout: The peer did not read in time (the connection is then closing).
             ConnectionDisconnected: The connection is closed.
         """
+        check_seconds(timeout, "timeout")
         with self._send_lock:
             started: type | None = None
             previous: str | bytes | None = None
@@ -879,6 +883,7 @@ class WebSocketConnection:
             ReadTimeout: With ``wait``, no pong arrived in time.
             ConnectionDisconnected: The connection is closed.
         """
+        check_seconds(timeout, "timeout")
         data = bytes(data)
         if len(data) > 125:
             raise ValueError(f"ping payload is {len(data)} bytes; the limit is 125")
@@ -982,6 +987,7 @@ class WebSocketConnection:
         """
         if not self._streaming:
             raise ValueError("receive_fragments needs conn_opts={'stream_fragments': True}")
+        check_seconds(timeout, "timeout")
         self._skip_abandoned_stream(timeout)
         if self._partial:
             kind, parts = next(iter(self._partial.items()))
@@ -1011,6 +1017,7 @@ class WebSocketConnection:
             ReadTimeout: No text message arrived within ``timeout`` seconds.
             ConnectionDisconnected: The connection is closed and no text message is left.
         """
+        check_seconds(timeout, "timeout")
         if not self._streaming:
             # Most receives find a message already waiting.
             waiting = self._mailbox.take_nowait(KIND_TEXT)
@@ -1035,6 +1042,7 @@ class WebSocketConnection:
             ReadTimeout: No binary message arrived within ``timeout`` seconds.
             ConnectionDisconnected: The connection is closed and no binary message is left.
         """
+        check_seconds(timeout, "timeout")
         if not self._streaming:
             waiting = self._mailbox.take_nowait(KIND_BINARY)
             if waiting is not None:
@@ -1079,6 +1087,7 @@ class WebSocketConnection:
             ReadTimeout: No pong arrived in time.
             ConnectionDisconnected: The connection is closed.
         """
+        check_seconds(timeout, "timeout")
         _, data = self._receive(PONG_ONLY, timeout)
         payload: bytes = data
         return payload
@@ -1093,6 +1102,7 @@ class WebSocketConnection:
             ReadTimeout: No message arrived in time.
             ConnectionDisconnected: The connection is closed and no message is left.
         """
+        check_seconds(timeout, "timeout")
         kind, data = self._receive(ANY_MESSAGE, timeout)
         return Message(MessageType.TEXT if kind == KIND_TEXT else MessageType.BINARY, data)
 
@@ -1123,6 +1133,7 @@ class WebSocketConnection:
         unless data arrived since the ping or reading is paused because the application
         is behind (then the peer is not to blame). Restarts a running keepalive.
         """
+        check_seconds(interval, "keepalive interval")
         if interval <= 0:
             raise ValueError("keepalive interval must be positive")
         self.stop_keep_alive()
