@@ -791,7 +791,10 @@ def _check_close_frame(frame: bytes) -> None:
     _check(frame[:2] == b"\x88\x02", "no Close frame from the server")
 
 
-def _raw_deflate() -> tuple[Callable[[bytes], bytes], Callable[[bytes], bytes]]:
+_RawDeflate = tuple[Callable[[bytes], bytes], Callable[[bytes], bytes]]
+
+
+def _raw_deflate() -> _RawDeflate:
     """compress and decompress functions for one connection (context takeover on)."""
     compressor = zlib.compressobj(6, zlib.DEFLATED, -15, 5)
     decompressor = zlib.decompressobj(-15)
@@ -910,15 +913,21 @@ async def _ra_echo_bytes(protocol: _RawProtocol, payload: bytes, count: int, dep
     return received
 
 
-async def _ra_json(protocol: _RawProtocol, documents: list[Any], count: int) -> Any:
+async def _ra_json(
+    protocol: _RawProtocol, documents: list[Any], count: int, deflate: _RawDeflate | None
+) -> Any:
     send, receive = protocol.send, protocol.receive
     dumps, loads = json.dumps, json.loads
+    compress, decompress = deflate or (None, None)
     received = None
     mask = len(documents) - 1
     for index in range(count):
         encoded = dumps(documents[index & mask]).encode()
+        if compress is not None:
+            encoded = compress(encoded)
         send(encoded)
-        received = loads((await receive(len(encoded))).decode())
+        data = await receive(len(encoded))
+        received = loads((data if decompress is None else decompress(data)).decode())
     return received
 
 
@@ -935,24 +944,6 @@ async def _ra_handshake(port: int) -> None:
     protocol.send(_RAW_CLOSE_FRAME)
     _check_close_frame(await protocol.receive(4))
     await protocol.lost  # the server closes the TCP connection first
-
-
-async def _ra_json_deflate(
-    protocol: _RawProtocol,
-    documents: list[Any],
-    count: int,
-    deflate: tuple[Callable[[bytes], bytes], Callable[[bytes], bytes]],
-) -> Any:
-    send, receive = protocol.send, protocol.receive
-    dumps, loads = json.dumps, json.loads
-    compress, decompress = deflate
-    received = None
-    mask = len(documents) - 1
-    for index in range(count):
-        compressed = compress(dumps(documents[index & mask]).encode())
-        send(compressed)
-        received = loads(decompress(await receive(len(compressed))).decode())
-    return received
 
 
 async def run_raw_async(ctx: Context) -> dict[str, Any]:
@@ -1042,23 +1033,13 @@ async def run_raw_async(ctx: Context) -> dict[str, Any]:
             await _ra_handshake(ctx.ws_port)
         meter.stop()
         return meter.result(count, 0)
-    if name == "json_2k_deflate":
+    if name in ("json_2k", "json_2k_deflate"):
         protocol = await _raw_open(ctx.raw_port)
         documents = json_documents()
-        deflate = _raw_deflate()
-        await _ra_json_deflate(protocol, documents, min(count // 10, 500), deflate)
+        deflate = _raw_deflate() if name == "json_2k_deflate" else None
+        await _ra_json(protocol, documents, min(count // 10, 500), deflate)
         meter.start()
-        received = await _ra_json_deflate(protocol, documents, count, deflate)
-        meter.stop()
-        _check(received == documents[(count - 1) & (len(documents) - 1)], "echo mismatch")
-        await _raw_close(protocol)
-        return meter.result(count, scenario.size)
-    if name == "json_2k":
-        protocol = await _raw_open(ctx.raw_port)
-        documents = json_documents()
-        await _ra_json(protocol, documents, min(count // 10, 500))
-        meter.start()
-        received = await _ra_json(protocol, documents, count)
+        received = await _ra_json(protocol, documents, count, deflate)
         meter.stop()
         _check(received == documents[(count - 1) & (len(documents) - 1)], "echo mismatch")
         await _raw_close(protocol)
@@ -1139,15 +1120,19 @@ def _rs_echo_bytes(raw: _RawSocket, payload: bytes, count: int, depth: int) -> b
     return received
 
 
-def _rs_json(raw: _RawSocket, documents: list[Any], count: int) -> Any:
+def _rs_json(raw: _RawSocket, documents: list[Any], count: int, deflate: _RawDeflate | None) -> Any:
     send, receive = raw.send, raw.receive
     dumps, loads = json.dumps, json.loads
+    compress, decompress = deflate or (None, None)
     received = None
     mask = len(documents) - 1
     for index in range(count):
         encoded = dumps(documents[index & mask]).encode()
+        if compress is not None:
+            encoded = compress(encoded)
         send(encoded)
-        received = loads(receive(len(encoded)).decode())
+        data = receive(len(encoded))
+        received = loads((data if decompress is None else decompress(data)).decode())
     return received
 
 
@@ -1166,24 +1151,6 @@ def _rs_handshake(port: int) -> None:
     _check_close_frame(raw.receive(4))
     _check(raw.sock.recv(1) == b"", "the server did not close the TCP connection")
     raw.close()
-
-
-def _rs_json_deflate(
-    raw: _RawSocket,
-    documents: list[Any],
-    count: int,
-    deflate: tuple[Callable[[bytes], bytes], Callable[[bytes], bytes]],
-) -> Any:
-    send, receive = raw.send, raw.receive
-    dumps, loads = json.dumps, json.loads
-    compress, decompress = deflate
-    received = None
-    mask = len(documents) - 1
-    for index in range(count):
-        compressed = compress(dumps(documents[index & mask]).encode())
-        send(compressed)
-        received = loads(decompress(receive(len(compressed))).decode())
-    return received
 
 
 def run_raw_sync(ctx: Context) -> dict[str, Any]:
@@ -1254,23 +1221,13 @@ def run_raw_sync(ctx: Context) -> dict[str, Any]:
             _rs_handshake(ctx.ws_port)
         meter.stop()
         return meter.result(count, 0)
-    if name == "json_2k_deflate":
+    if name in ("json_2k", "json_2k_deflate"):
         raw = _RawSocket(ctx.raw_port)
         documents = json_documents()
-        deflate = _raw_deflate()
-        _rs_json_deflate(raw, documents, min(count // 10, 500), deflate)
+        deflate = _raw_deflate() if name == "json_2k_deflate" else None
+        _rs_json(raw, documents, min(count // 10, 500), deflate)
         meter.start()
-        received = _rs_json_deflate(raw, documents, count, deflate)
-        meter.stop()
-        _check(received == documents[(count - 1) & (len(documents) - 1)], "echo mismatch")
-        raw.close()
-        return meter.result(count, scenario.size)
-    if name == "json_2k":
-        raw = _RawSocket(ctx.raw_port)
-        documents = json_documents()
-        _rs_json(raw, documents, min(count // 10, 500))
-        meter.start()
-        received = _rs_json(raw, documents, count)
+        received = _rs_json(raw, documents, count, deflate)
         meter.stop()
         _check(received == documents[(count - 1) & (len(documents) - 1)], "echo mismatch")
         raw.close()
