@@ -96,6 +96,9 @@ async def test_large_messages_queued_behind_a_stalled_peer_arrive_intact() -> No
                 except WriteTimeout:
                     timeouts += 1  # the message stays queued, whole
             assert timeouts > 0, "the peer's buffers never filled up"
+            # Counted as sent: each of them goes out.
+            assert connection.stats.messages_out == len(payloads)
+            assert connection.stats.bytes_out == sum(map(len, payloads))
             (session,) = server.wait_for_sessions(1, timeout=TIMEOUT_UNIT)
             session.resume_reading()
             # Wait without blocking: the client is still flushing what it queued.
@@ -111,10 +114,14 @@ async def test_send_to_a_peer_that_stopped_reading_times_out() -> None:
             connection = await client.connect(
                 server.url, compression=None, start_keepalive=False, close_timeout=0.5
             )
+            attempts = 0
             with pytest.raises(WriteTimeout) as caught:
                 for _ in range(10_000):  # far more than the socket buffers hold
+                    attempts += 1
                     await connection.send_bytes(b"x" * 65536, timeout=0.3)
             assert isinstance(caught.value, TimeoutError)
+            # The message whose send timed out is queued, and counted.
+            assert connection.stats.messages_out == attempts
             (session,) = server.wait_for_sessions(1, timeout=TIMEOUT_UNIT)
             session.resume_reading()
             # Queued data goes out once the peer reads again; the connection stays usable.

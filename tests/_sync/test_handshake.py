@@ -79,6 +79,20 @@ def test_silent_server_hits_open_timeout() -> None:
         assert isinstance(caught.value, TimeoutError)
 
 
+def test_server_silent_during_tls_hits_open_timeout(client_ssl_context: Any) -> None:
+    # TCP is accepted by the kernel, but no TLS handshake ever comes: the timeout covers
+    # the TCP connection and TLS too, not only the upgrade.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with WebSocketClient() as client:
+            with pytest.raises(ConnectTimeout) as caught:
+                client.connect(f"wss://127.0.0.1:{port}/", ssl=client_ssl_context, open_timeout=0.2)
+        assert isinstance(caught.value, TimeoutError)
+        assert "timed out connecting to 127.0.0.1" in str(caught.value)
+
+
 def test_request_carries_defaults_and_user_headers(test_server: Any) -> None:
     with WebSocketClient() as client:
         connection = client.connect(

@@ -91,3 +91,94 @@ def test_an_event_loop_that_used_wsclient_is_freed_once_dropped(test_server: Any
     gc.collect()
     assert [ref() for ref in loops] == [None, None, None]
     assert len(_backend._loop_helpers) == helpers_before
+
+
+async def test_timers_and_deadlines_share_one_heap_and_run_in_time_order() -> None:
+    loop = asyncio.get_running_loop()
+    ran: list[str] = []
+    done = loop.create_future()
+
+    def record(name: str) -> None:
+        ran.append(name)
+        if len(ran) == 3:
+            done.set_result(None)
+
+    cancelled = _backend.call_later(0.02, lambda: record("cancelled"))
+    _backend.call_later(0.08, lambda: record("late"))
+    _backend.call_later(0.01, lambda: record("early"))
+    # A callback may schedule another: it runs after the heap is settled.
+    _backend.call_later(0.03, lambda: _backend.call_later(0.01, lambda: record("chained")))
+    cancelled.cancel()
+    await asyncio.wait_for(done, TIMEOUT_UNIT)
+    assert ran == ["early", "chained", "late"]
+
+
+async def test_a_timer_callback_that_raises_is_reported_and_the_others_still_run() -> None:
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+        after = loop.create_future()
+
+        def fail() -> None:
+            raise RuntimeError("boom")
+
+        _backend.call_later(0, fail)
+        _backend.call_later(0, lambda: after.set_result(None))
+        await asyncio.wait_for(after, TIMEOUT_UNIT)
+    finally:
+        loop.set_exception_handler(None)
+    assert len(reported) == 1
+    assert isinstance(reported[0]["exception"], RuntimeError)
+
+
+async def test_a_connect_timeout_is_a_timeout_and_leaves_the_task_uncancelled() -> None:
+    task = asyncio.current_task()
+    assert task is not None
+    with_timeout = _backend._cancel_after(0.02, asyncio.sleep(TIMEOUT_UNIT))
+    started = asyncio.get_running_loop().time()
+    try:
+        await with_timeout
+    except TimeoutError:
+        pass
+    else:
+        raise AssertionError("no timeout")
+    assert asyncio.get_running_loop().time() - started < TIMEOUT_UNIT
+    assert task.cancelling() == 0
+    assert await _backend._cancel_after(TIMEOUT_UNIT, asyncio.sleep(0, "result")) == "result"
+
+
+async def test_a_cancellation_from_outside_is_not_turned_into_a_timeout() -> None:
+    outcome: list[str] = []
+
+    async def guarded() -> None:
+        try:
+            await _backend._cancel_after(TIMEOUT_UNIT, asyncio.sleep(TIMEOUT_UNIT))
+        except TimeoutError:
+            outcome.append("timeout")
+        except asyncio.CancelledError:
+            outcome.append("cancelled")
+            raise
+
+    task = asyncio.create_task(guarded())
+    await asyncio.sleep(0)
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    assert outcome == ["cancelled"]
+
+
+async def test_an_awaitable_that_swallows_the_timeout_returns_and_the_task_is_uncancelled() -> None:
+    async def stubborn() -> str:
+        try:
+            await asyncio.sleep(TIMEOUT_UNIT)
+        except asyncio.CancelledError:
+            return "finished anyway"
+        return "slept"
+
+    task = asyncio.current_task()
+    assert task is not None
+    assert await _backend._cancel_after(0.01, stubborn()) == "finished anyway"
+    assert task.cancelling() == 0

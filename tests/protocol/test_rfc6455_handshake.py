@@ -127,6 +127,30 @@ class TestURIs:
     def test_invalid(self, url: str) -> None:
         with pytest.raises(ValueError):
             parse_uri(url)
+        with pytest.raises(ValueError):  # a failure is not remembered as a result
+            parse_uri(url)
+
+    def test_a_url_parsed_again_gives_the_same_immutable_result(self) -> None:
+        first = parse_uri("ws://example.com:8080/a?b=c")
+        assert parse_uri("ws://example.com:8080/a?b=c") is first
+        with pytest.raises(AttributeError):
+            first.host = "elsewhere"  # type: ignore[misc]
+
+    def test_a_str_subclass_is_parsed_as_the_str_it_holds(self) -> None:
+        class Url(str):
+            def __hash__(self) -> int:
+                return 0
+
+            def __eq__(self, other: object) -> bool:
+                return True
+
+        assert parse_uri(Url("ws://one.example/")).host == "one.example"
+        assert parse_uri(Url("ws://two.example/")).host == "two.example"
+
+    @pytest.mark.parametrize("url", [b"ws://example.com/", None, 42])
+    def test_a_url_that_is_not_text_is_refused(self, url: object) -> None:
+        with pytest.raises(TypeError, match="must be a str"):
+            parse_uri(url)  # type: ignore[arg-type]
 
 
 class TestClientRequest:
@@ -190,6 +214,14 @@ class TestClientRequest:
     def test_user_agent_replaced_by_headers_case_insensitively(self, name: str) -> None:
         _, request = new_client(headers={name: "replaced/1"})
         assert header_values(request, "User-Agent") == ["replaced/1"]
+
+    @pytest.mark.parametrize("option", ["user_agent", "origin"])
+    @pytest.mark.parametrize("value", ["bot\r\nX-Injected: 1", "bot\x00", "bot\x7f"])
+    def test_user_agent_or_origin_with_a_control_character_is_refused(
+        self, option: str, value: str
+    ) -> None:
+        with pytest.raises(ValueError, match="invalid value for header"):
+            new_client(**{option: value})
 
     def test_user_agent_removed(self) -> None:
         _, request = new_client(user_agent=None)
