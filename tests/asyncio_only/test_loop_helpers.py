@@ -182,3 +182,20 @@ async def test_an_awaitable_that_swallows_the_timeout_returns_and_the_task_is_un
     assert task is not None
     assert await _backend._cancel_after(0.01, stubborn()) == "finished anyway"
     assert task.cancelling() == 0
+
+
+async def test_a_timer_cancelled_by_another_of_the_same_batch_does_not_run() -> None:
+    loop = asyncio.get_running_loop()
+    ran: list[str] = []
+    after = loop.create_future()
+    # All due at once: they run in one batch, in the order they were set.
+    handles: dict[str, _backend.TimerHandle] = {}
+    handles["first"] = _backend.call_later(
+        0, lambda: (ran.append("first"), handles["second"].cancel())
+    )
+    handles["second"] = _backend.call_later(0, lambda: ran.append("second"))
+    _backend.call_later(0, lambda: after.set_result(None))
+    await asyncio.wait_for(after, TIMEOUT_UNIT)
+    assert ran == ["first"]
+    deadlines = _backend._helpers_of(loop).deadlines
+    assert deadlines._ended == sum(1 for entry in deadlines._heap if entry[2] is None)

@@ -285,6 +285,8 @@ class _Deadlines:
         if entry[2] is None:
             return  # it expired
         entry[2] = None
+        if entry[1] < 0:
+            return  # already out of the heap, due to run next: now it will not
         self._ended += 1
         heap = self._heap
         if self._ended > _SWEEP_MIN and self._ended * 2 > len(heap):
@@ -314,13 +316,18 @@ class _Deadlines:
                 self._ended -= 1
             elif entry[0] <= now:
                 heapq.heappop(heap)
-                entry[2] = None
-                due.append(target)
+                entry[1] = -1  # out of the heap
+                due.append(entry)
             else:
                 self._arm(loop, entry[0])
                 break
-        # Run after the heap is settled: a callback may add deadlines of its own.
-        for target in due:
+        # Run after the heap is settled: a callback may add deadlines of its own, or cancel
+        # a timer due in this same batch.
+        for entry in due:
+            target = entry[2]
+            if target is None:
+                continue
+            entry[2] = None
             if isinstance(target, asyncio.Future):
                 if not target.done():
                     target.cancel()
