@@ -697,3 +697,86 @@ class TestCompressedRoundTrips:
         ]
         [pong] = parse_frames(client.data_to_send(), masked=True)
         assert pong.summary() == (OP_PONG, b"1", True, False)
+
+
+class TestWholeCompressedMessages:
+    """A compressed message that arrives whole takes a short path: it must behave exactly
+    like one that arrives a byte at a time (the general path)."""
+
+    @staticmethod
+    def _outcome(raw: bytes, whole: bool, max_size: int | None) -> tuple[Any, ...]:
+        client = deflate_client()
+        client.max_size = max_size
+        error: Exception | None = None
+        try:
+            if whole:
+                client.receive_data(raw)
+            else:
+                for index in range(len(raw)):
+                    client.receive_data(raw[index : index + 1])
+        except ProtocolError as exc:
+            error = exc
+        events = client.events_received()
+        closes = [sent.close_code for sent in sent_frames(client)]
+        return (
+            events,
+            None if error is None else (type(error), error.close_code),
+            closes,
+            client.deflate.bytes_in_compressed if client.deflate else None,
+            client.deflate.bytes_in_decompressed if client.deflate else None,
+        )
+
+    @pytest.mark.parametrize(
+        "messages",
+        [
+            [(OP_TEXT, "héllo wörld " * 50)],
+            [(OP_BINARY, bytes(range(256)) * 8)],
+            # The window is shared across messages, and with uncompressed ones between.
+            [(OP_TEXT, "abc" * 100), (OP_TEXT, "abc" * 100), (OP_BINARY, b"abc" * 100)],
+            [(OP_TEXT, "")],
+        ],
+    )
+    def test_same_events_whole_or_byte_by_byte(self, messages: list[tuple[int, Any]]) -> None:
+        compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+        raw = b""
+        for index, (opcode, data) in enumerate(messages):
+            payload = data.encode() if isinstance(data, str) else data
+            if index == 1:
+                raw += frame(opcode, payload)  # uncompressed, between compressed ones
+                continue
+            out = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
+            raw += frame(opcode, out[:-4], rsv1=True)
+        whole = self._outcome(raw, True, None)
+        assert whole == self._outcome(raw, False, None)
+        expected = [
+            TextMessage(data) if opcode == OP_TEXT else BinaryMessage(data)
+            for opcode, data in messages
+        ]
+        assert whole[0] == expected
+
+    @pytest.mark.parametrize(
+        ("opcode", "payload", "max_size", "close_code"),
+        [
+            (OP_TEXT, b"ok \xff\xfe not utf-8", None, 1007),
+            (OP_TEXT, b"\xed\xa0\x80 a surrogate", None, 1007),
+            (OP_BINARY, b"z" * 1001, 1000, 1009),
+            (OP_TEXT, b"z" * 1001, 1000, 1009),
+        ],
+    )
+    def test_same_failure_whole_or_byte_by_byte(
+        self, opcode: int, payload: bytes, max_size: int | None, close_code: int
+    ) -> None:
+        raw = frame(OP_TEXT, compress_raw(b"before"), rsv1=True)
+        raw += frame(opcode, compress_raw(payload), rsv1=True)
+        whole = self._outcome(raw, True, max_size)
+        byte_by_byte = self._outcome(raw, False, max_size)
+        assert whole[:3] == byte_by_byte[:3]
+        assert whole[0] == [TextMessage("before")]
+        assert whole[1] is not None and whole[1][1] == close_code
+        assert whole[2] == [close_code]
+
+    def test_invalid_deflate_data_fails_with_1007_either_way(self) -> None:
+        raw = frame(OP_BINARY, b"\xff\xff\xff\xff not deflate", rsv1=True)
+        whole = self._outcome(raw, True, None)
+        assert whole[:3] == self._outcome(raw, False, None)[:3]
+        assert whole[1] == (ProtocolError, 1007)

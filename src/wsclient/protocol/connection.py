@@ -584,23 +584,40 @@ class Connection:
                 and fin
                 and opcode
                 and not masked
-                and not (first & 0x40)
                 and self._message_opcode is None
                 and not stream_messages
-                and (max_size is None or length <= max_size)
             ):
-                # Fast path: a whole, unfragmented, uncompressed message in the buffer (the
-                # checks of _start_data_frame all pass for it, so that call is skipped).
-                if opcode == OP_TEXT:
-                    try:
-                        text = str(buffer[position + header : stop], "utf-8")
-                    except UnicodeDecodeError:
-                        raise InvalidUTF8("invalid UTF-8 in text message") from None
-                    events.append(TextMessage(text))
+                # Fast paths: a whole, unfragmented message in the buffer (the checks of
+                # _start_data_frame all pass for it, so that call is skipped).
+                if not first & 0x40:
+                    if max_size is None or length <= max_size:
+                        if opcode == OP_TEXT:
+                            try:
+                                text = str(buffer[position + header : stop], "utf-8")
+                            except UnicodeDecodeError:
+                                raise InvalidUTF8("invalid UTF-8 in text message") from None
+                            events.append(TextMessage(text))
+                        else:
+                            events.append(BinaryMessage(bytes(buffer[position + header : stop])))
+                        position = stop
+                        continue
                 else:
-                    events.append(BinaryMessage(bytes(buffer[position + header : stop])))
-                position = stop
-                continue
+                    # Compressed (_check_rsv let RSV1 through: deflate is on, and this is a
+                    # text or binary frame). max_size bounds the inflated size.
+                    assert self.deflate is not None
+                    data = self.deflate.decompress(
+                        bytes(buffer[position + header : stop]), final=True, limit=max_size
+                    )
+                    if opcode == OP_TEXT:
+                        try:
+                            text = data.decode()
+                        except UnicodeDecodeError:
+                            raise InvalidUTF8("invalid UTF-8 in text message") from None
+                        events.append(TextMessage(text))
+                    else:
+                        events.append(BinaryMessage(data))
+                    position = stop
+                    continue
             if (
                 opcode == OP_BINARY
                 and fin
