@@ -449,7 +449,17 @@ class AsyncStream:
         if not protocol.eof:
             protocol.consumer = consumer
             protocol.consumer_declined = False
-            await self._wait_for_bytes(timeout)
+            if timeout is None:
+                # _wait_for_bytes, inlined: the reader of every idle connection waits here,
+                # and each coroutine frame it holds costs about 250 bytes.
+                protocol.read_waiter = waiter = self._loop.create_future()
+                try:
+                    await waiter
+                finally:
+                    protocol.read_waiter = None
+                    protocol.consumer = None
+            else:
+                await self._wait_for_bytes(timeout)
             if protocol.consumer_declined:
                 return True
             if protocol.chunks:
@@ -490,7 +500,11 @@ class AsyncStream:
         protocol = self._protocol
         waiter = protocol.read_waiter = self._loop.create_future()
         try:
-            if not await _wait_future(waiter, timeout):
+            if timeout is None:
+                # Awaited here, not in _wait_future: a reader parked on an idle connection
+                # then holds one coroutine frame less (about 250 bytes).
+                await waiter
+            elif not await _wait_future(waiter, timeout):
                 raise TimeoutError("read timed out")
         finally:
             protocol.read_waiter = None
@@ -699,6 +713,8 @@ async def _cancel_after(timeout: float, awaitable: Coroutine[Any, Any, T]) -> T:
 class StateLock:
     """Guards state shared with background work; a no-op here (one thread, no awaits inside)."""
 
+    __slots__ = ()
+
     def __enter__(self) -> None:
         return None
 
@@ -709,17 +725,25 @@ class StateLock:
 class AsyncLock:
     """A mutual-exclusion lock held across waits."""
 
+    __slots__ = ("_lock",)
+
     def __init__(self) -> None:
-        self._lock = asyncio.Lock()
+        # Made on first use: most connections never take their send lock (see
+        # WebSocketConnection._write_whole_message), and an idle one saves its 100 bytes.
+        self._lock: asyncio.Lock | None = None
 
     async def __aenter__(self) -> None:
-        await self._lock.acquire()
+        lock = self._lock
+        if lock is None:
+            lock = self._lock = asyncio.Lock()
+        await lock.acquire()
 
     async def __aexit__(self, *exc_info: object) -> None:
+        assert self._lock is not None
         self._lock.release()
 
     def locked(self) -> bool:
-        return self._lock.locked()
+        return self._lock is not None and self._lock.locked()
 
 
 class AsyncEvent:
