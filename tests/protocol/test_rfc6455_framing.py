@@ -578,6 +578,69 @@ class TestDataFrames:
         assert client.data_to_send() == b""
 
 
+class TestFrameNow:
+    """frame_now: a whole small message framed for an immediate write, or None to queue it."""
+
+    @pytest.mark.parametrize("opcode", [OP_TEXT, OP_BINARY])
+    @pytest.mark.parametrize("size", [0, 125, 126, 65535])
+    def test_same_bytes_as_the_queue(
+        self, monkeypatch: pytest.MonkeyPatch, opcode: int, size: int
+    ) -> None:
+        monkeypatch.setattr(frames, "_masking_key", lambda: b"\x01\x02\x03\x04")
+        payload = payload_of(size)
+        direct = open_client().frame_now(opcode, payload)
+        queued = open_client()
+        if opcode == OP_TEXT:
+            queued.send_text(payload)
+        else:
+            queued.send_binary(payload)
+        assert direct is not None and direct == queued.data_to_send()
+        [sent] = parse_frames(direct, masked=True)
+        assert (sent.opcode, sent.fin, sent.rsv1, sent.payload) == (opcode, True, False, payload)
+
+    def test_each_frame_gets_its_own_mask(self) -> None:
+        client = open_client()
+        first, second = client.frame_now(OP_TEXT, b"same"), client.frame_now(OP_TEXT, b"same")
+        assert first is not None and second is not None
+        assert first[2:6] != second[2:6]
+        assert client.data_to_send() == b""  # nothing was queued
+
+    def test_none_behind_queued_bytes(self) -> None:
+        client = open_client()
+        client.send_ping(b"p")  # queued, not yet taken by the I/O layer
+        assert client.frame_now(OP_TEXT, b"x") is None
+
+    def test_none_during_a_fragmented_message(self) -> None:
+        client = open_client()
+        client.send_text("first", fin=False)
+        client.data_to_send()
+        assert client.frame_now(OP_TEXT, b"x") is None
+
+    def test_none_with_compression_negotiated(self) -> None:
+        client = open_client(
+            "Sec-WebSocket-Extensions: permessage-deflate",
+            deflate_options=DeflateOptions(min_size=0),
+        )
+        assert client.frame_now(OP_TEXT, b"x" * 200) is None
+
+    def test_none_above_max_frame_size(self) -> None:
+        client = open_client(max_frame_size=100)
+        assert client.frame_now(OP_BINARY, bytes(100)) is not None
+        assert client.frame_now(OP_BINARY, bytes(101)) is None
+
+    def test_none_for_a_large_message_built_in_the_send_buffer(self) -> None:
+        client = open_client()
+        client.reuse_send_buffer = True
+        assert client.frame_now(OP_BINARY, bytes(frames.SEND_BUFFER_MIN - 1)) is not None
+        assert client.frame_now(OP_BINARY, bytes(frames.SEND_BUFFER_MIN)) is None
+
+    def test_refused_once_closing(self) -> None:
+        client = open_client()
+        client.send_close(1000)
+        with pytest.raises(ConnectionDisconnected):
+            client.frame_now(OP_TEXT, b"x")
+
+
 class TestRFCExamples:
     """§5.7: the example frames of the RFC, byte for byte."""
 

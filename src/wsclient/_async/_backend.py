@@ -77,9 +77,13 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         "_probe_next_read",
         "drain_waiters",
         "lost_waiters",
+        "_buffer",
     )
 
     def __init__(self) -> None:
+        # This thread's receive buffer (the loop's thread: the protocol never leaves it),
+        # shared by its connections, looked up once.
+        self._buffer = _shared_receive_buffer()
         self.transport: asyncio.Transport | None = None
         self.chunks: list[bytes] = []
         self.buffered = 0
@@ -115,8 +119,8 @@ class _StreamProtocol(asyncio.BufferedProtocol):
             # Large messages are arriving: read the next header and a little, so that the
             # rest of that message is read into place instead of copied out of this buffer.
             self._probe_next_read = False
-            return _shared_receive_buffer()[:_PROBE_READ_SIZE]
-        return _shared_receive_buffer()
+            return self._buffer[:_PROBE_READ_SIZE]
+        return self._buffer
 
     def buffer_updated(self, nbytes: int) -> None:
         if self._filling_target:
@@ -128,12 +132,12 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         consumer = self.consumer
         if consumer is not None:
             # Straight from the shared buffer: the consumer keeps nothing of it.
-            if not consumer(_shared_receive_buffer()[:nbytes]):
+            if not consumer(self._buffer[:nbytes]):
                 self.consumer = None
                 self.consumer_declined = True
                 self._wake_reader()
             return
-        self.chunks.append(bytes(_shared_receive_buffer()[:nbytes]))
+        self.chunks.append(bytes(self._buffer[:nbytes]))
         self.buffered += nbytes
         if self.buffered > _READ_HIGH_WATER and not self.reading_paused:
             assert self.transport is not None

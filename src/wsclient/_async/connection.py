@@ -695,16 +695,20 @@ class WebSocketConnection:
             return False
         with self._state_lock:
             protocol = self._protocol
-            if protocol.sending_fragmented_message:
-                return False
             try:
-                if opcode == self.OPCODE_TEXT:
-                    protocol.send_text(payload, compress=compress)
+                frame = protocol.frame_now(opcode, payload)
+                if frame is not None:
+                    self._stream.write_nowait(frame)
                 else:
-                    protocol.send_binary(payload, compress=compress)
+                    if protocol.sending_fragmented_message:
+                        return False
+                    if opcode == self.OPCODE_TEXT:
+                        protocol.send_text(payload, compress=compress)
+                    else:
+                        protocol.send_binary(payload, compress=compress)
+                    self._write_data(protocol.data_to_write())
             except ConnectionDisconnected:
                 raise self._disconnected() from self._error
-            self._write_data(protocol.data_to_write())
         stats = self._stats
         stats.messages_out += 1
         stats.bytes_out += len(payload)
@@ -761,7 +765,8 @@ class WebSocketConnection:
         """
         if not isinstance(message, str):
             raise TypeError(f"send_text needs a str, got {type(message).__name__}")
-        check_seconds(timeout, "timeout")
+        if timeout is not None:
+            check_seconds(timeout, "timeout")
         payload = message.encode("utf-8")
         # Without a call to wait in between: each level of those costs a few percent of a
         # small message's round trip.
@@ -792,7 +797,8 @@ class WebSocketConnection:
         """
         if not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError(f"send_bytes needs bytes, got {type(data).__name__}")
-        check_seconds(timeout, "timeout")
+        if timeout is not None:
+            check_seconds(timeout, "timeout")
         if self._write_whole_message(self.OPCODE_BINARY, data, compress):
             if self._stream.must_drain():
                 await self._drain(timeout)
@@ -1045,7 +1051,8 @@ class WebSocketConnection:
             ReadTimeout: No text message arrived within ``timeout`` seconds.
             ConnectionDisconnected: The connection is closed and no text message is left.
         """
-        check_seconds(timeout, "timeout")
+        if timeout is not None:
+            check_seconds(timeout, "timeout")
         if not self._streaming:
             # Most receives find a message already waiting.
             waiting = self._mailbox.take_nowait(KIND_TEXT)
@@ -1070,7 +1077,8 @@ class WebSocketConnection:
             ReadTimeout: No binary message arrived within ``timeout`` seconds.
             ConnectionDisconnected: The connection is closed and no binary message is left.
         """
-        check_seconds(timeout, "timeout")
+        if timeout is not None:
+            check_seconds(timeout, "timeout")
         if not self._streaming:
             waiting = self._mailbox.take_nowait(KIND_BINARY)
             if waiting is not None:
@@ -1130,7 +1138,8 @@ class WebSocketConnection:
             ReadTimeout: No message arrived in time.
             ConnectionDisconnected: The connection is closed and no message is left.
         """
-        check_seconds(timeout, "timeout")
+        if timeout is not None:
+            check_seconds(timeout, "timeout")
         kind, data = await self._receive(ANY_MESSAGE, timeout)
         return Message(MessageType.TEXT if kind == KIND_TEXT else MessageType.BINARY, data)
 

@@ -898,6 +898,30 @@ class Connection:
             if type(data) is memoryview:
                 output[index] = bytes(data)
 
+    def frame_now(self, opcode: int, payload: bytes | bytearray | memoryview) -> bytes | None:
+        """The frame of a whole uncompressed message, for the caller to write at once.
+
+        The short way to send a small message: nothing is queued, so the frame must be
+        written before anything this connection queues later. Returns ``None`` when the
+        message must take the queue (:meth:`send_text` / :meth:`send_binary`) instead:
+        something is queued already, a fragmented message is in progress, compression is
+        on, or the message is to be split or built in the reusable send buffer.
+
+        Raises:
+            ConnectionDisconnected: The connection is not open.
+        """
+        if self.state is not _OPEN:
+            raise ConnectionDisconnected(self.close_code, self.close_reason or "")
+        if self._output or self._out_opcode is not None or self.deflate is not None:
+            return None
+        size = len(payload)
+        limit = self.max_frame_size
+        if (limit is not None and size > limit) or (
+            self.reuse_send_buffer and size >= SEND_BUFFER_MIN
+        ):
+            return None
+        return build_frame(opcode, payload, masked=self._mask_outgoing)
+
     @property
     def sending_fragmented_message(self) -> bool:
         """Whether a message sent with ``fin=False`` still awaits its final fragment."""
