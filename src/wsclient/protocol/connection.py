@@ -362,7 +362,19 @@ class Connection:
         else:
             buffer = data
         try:
-            consumed = self._parse(buffer)
+            if (
+                self._message_opcode is None
+                and not self._frame_remaining
+                and not self.stream_messages
+                and not self._expect_masked
+            ):
+                # Most reads hold whole small messages and nothing else: the tight loop
+                # takes them all, and _parse (which starts with it too) is not needed.
+                consumed = self._parse_whole_messages(buffer, 0, len(buffer))
+                if consumed < len(buffer):
+                    consumed = self._parse(buffer, consumed)
+            else:
+                consumed = self._parse(buffer, 0)
         except ProtocolError as exc:
             if self.defer_failure:
                 self.failure = exc
@@ -480,9 +492,9 @@ class Connection:
 
     # Parsing -------------------------------------------------------------------------------
 
-    def _parse(self, buffer: bytes | bytearray | memoryview) -> int:
-        """Consume as many frames (or payload bytes) as possible; return bytes consumed."""
-        position = 0
+    def _parse(self, buffer: bytes | bytearray | memoryview, position: int) -> int:
+        """Consume as many frames (or payload bytes) as possible from ``position`` on; return
+        where it stopped."""
         end = len(buffer)
         events = self._events
         # Payloads of whole continuation frames of the current message, handed on together
