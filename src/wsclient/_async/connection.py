@@ -1223,19 +1223,17 @@ class WebSocketConnection:
         # A reader waiting for room in a full buffer would never see the server's Close.
         self._mailbox.stop_waiting_puts()
         if not self._closed.is_set():
-            try:
-                await self._stream.drain(self._close_timeout)
-            except (TimeoutError, OSError):
-                self._stream.abort()
+            if self._stream.must_drain():
+                try:
+                    await self._stream.drain(self._close_timeout)
+                except (TimeoutError, OSError):
+                    self._stream.abort()
             if not await self._closed.wait(self._close_timeout):
                 self._stream.abort()
                 await self._closed.wait(self._close_timeout)
         self.stop_keep_alive()
-        await self._join_background()
-
-    async def _join_background(self) -> None:
         reader = self._reader
-        if reader is not None and not reader.is_current():
+        if reader is not None and not reader.done() and not reader.is_current():
             await reader.join(self._close_timeout)
 
     async def __aenter__(self) -> WebSocketConnection:
