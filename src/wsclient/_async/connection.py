@@ -625,36 +625,38 @@ class WebSocketConnection:
     ) -> None:
         """Send a message that :meth:`_write_whole_message` could not send at once."""
         limit = self._max_frame_size
+        queued = False  # whole: it goes out, so it counts, even if a drain then fails
         async with self._send_lock:
-            if limit is None or len(payload) <= limit:
-                self._write_frame(opcode, payload, True, compress)
-                self._stats.messages_out += 1
-                self._stats.bytes_out += len(payload)
-                await self._drain(timeout)
-                return
-            # A few frames at a time (one write each, that wakes the peer once), each batch
-            # written before the next is built, so that pongs and keepalive pings can go out
-            # between the batches of a large message.
-            view = memoryview(payload)
-            batch = _write_batch(limit)
-            written = 0
             try:
-                for start in range(0, len(view), batch):
-                    piece = view[start : start + batch]
-                    last = start + batch >= len(view)
-                    self._write_frame(opcode if start == 0 else None, piece, last, compress)
-                    written = start + batch
+                if limit is None or len(payload) <= limit:
+                    self._write_frame(opcode, payload, True, compress)
+                    queued = True
                     await self._drain(timeout)
-            except BaseException:
-                # Never leave a message half-queued: the peer would wait for its end and no
-                # other message could follow. The rest is queued behind what is already
-                # waiting and goes out if the peer resumes reading.
-                if self._queue_rest_of_message(view, written, compress):
+                    return
+                # A few frames at a time (one write each, that wakes the peer once), each
+                # batch written before the next is built, so that pongs and keepalive
+                # pings can go out between the batches of a large message.
+                view = memoryview(payload)
+                batch = _write_batch(limit)
+                written = 0
+                try:
+                    for start in range(0, len(view), batch):
+                        piece = view[start : start + batch]
+                        last = start + batch >= len(view)
+                        self._write_frame(opcode if start == 0 else None, piece, last, compress)
+                        written = start + batch
+                        await self._drain(timeout)
+                except BaseException:
+                    # Never leave a message half-queued: the peer would wait for its end
+                    # and no other message could follow. The rest is queued behind what is
+                    # already waiting and goes out if the peer resumes reading.
+                    queued = self._queue_rest_of_message(view, written, compress)
+                    raise
+                queued = True
+            finally:
+                if queued:
                     self._stats.messages_out += 1
                     self._stats.bytes_out += len(payload)
-                raise
-            self._stats.messages_out += 1
-            self._stats.bytes_out += len(payload)
 
     def _queue_rest_of_message(self, view: memoryview, start: int, compress: bool) -> bool:
         """Queue the frames of ``view[start:]``; False if the connection closed first."""

@@ -591,6 +591,7 @@ class Connection:
                 continue
 
             stop = position + header + length
+            compressed = first & 0x40
             if (
                 stop <= end
                 and fin
@@ -598,44 +599,32 @@ class Connection:
                 and not masked
                 and self._message_opcode is None
                 and not stream_messages
+                and (compressed or max_size is None or length <= max_size)
             ):
-                # Fast paths: a whole, unfragmented message in the buffer (the checks of
-                # _start_data_frame all pass for it, so that call is skipped).
-                if not first & 0x40:
-                    if max_size is None or length <= max_size:
-                        if opcode == OP_TEXT:
-                            try:
-                                text = str(buffer[position + header : stop], "utf-8")
-                            except UnicodeDecodeError:
-                                raise InvalidUTF8("invalid UTF-8 in text message") from None
-                            events.append(TextMessage(text))
-                        else:
-                            events.append(BinaryMessage(bytes(buffer[position + header : stop])))
-                        position = stop
-                        continue
-                else:
-                    # Compressed (_check_rsv let RSV1 through: deflate is on, and this is a
-                    # text or binary frame). max_size bounds the inflated size.
+                # Fast path: a whole, unfragmented message in the buffer (the checks of
+                # _start_data_frame all pass for it, so that call is skipped). A compressed
+                # one (_check_rsv let RSV1 through: deflate is on, and this is a text or
+                # binary frame) is inflated first, max_size bounding the inflated size.
+                body: bytes | bytearray | memoryview = buffer[position + header : stop]
+                if compressed:
                     assert self.deflate is not None
-                    data = self.deflate.decompress(
-                        bytes(buffer[position + header : stop]), final=True, limit=max_size
-                    )
-                    if opcode == OP_TEXT:
-                        try:
-                            text = data.decode()
-                        except UnicodeDecodeError:
-                            raise InvalidUTF8("invalid UTF-8 in text message") from None
-                        events.append(TextMessage(text))
-                    else:
-                        events.append(BinaryMessage(data))
-                    position = stop
-                    continue
+                    body = self.deflate.decompress(bytes(body), final=True, limit=max_size)
+                if opcode == OP_TEXT:
+                    try:
+                        text = str(body, "utf-8")
+                    except UnicodeDecodeError:
+                        raise InvalidUTF8("invalid UTF-8 in text message") from None
+                    events.append(TextMessage(text))
+                else:
+                    events.append(BinaryMessage(bytes(body)))
+                position = stop
+                continue
             if (
                 opcode == OP_BINARY
                 and fin
                 and length >= DIRECT_RECEIVE_MIN
                 and not masked
-                and not (first & 0x40)
+                and not compressed
                 and self._message_opcode is None
                 and not stream_messages
                 and length <= (DIRECT_RECEIVE_MAX_UNLIMITED if max_size is None else max_size)
