@@ -7,6 +7,8 @@ with ``wsclient.protocol.frames``, so that a bug in the core cannot cancel itsel
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +26,7 @@ from wsclient.protocol import (
     Role,
     ServerConnection,
     State,
+    frames,
     parse_uri,
 )
 from wsclient.protocol.connection import Connection
@@ -263,3 +266,16 @@ def transfer(source: Connection, destination: Connection) -> list[Event]:
     """Deliver what ``source`` queued to ``destination`` and return its new events."""
     destination.receive_data(source.data_to_send())
     return destination.events_received()
+
+
+@contextmanager
+def fixed_masking_key(key: bytes) -> Iterator[None]:
+    """Every frame built inside (up to a thousand) is masked with ``key``."""
+    saved = list(frames.masking_keys)
+    frames.masking_keys.clear()
+    frames.masking_keys.extend([key] * 1000)
+    try:
+        yield
+    finally:
+        frames.masking_keys.clear()
+        frames.masking_keys.extend(saved)

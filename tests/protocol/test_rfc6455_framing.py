@@ -37,6 +37,7 @@ from .support import (
     OP_PONG,
     OP_TEXT,
     Frame,
+    fixed_masking_key,
     frame,
     naive_mask,
     open_client,
@@ -212,7 +213,7 @@ class TestMasking:
             return (b"\x37\xfa\x21\x3d" + bytes(range(4, 256))) * (size // 256)
 
         # Keys are drawn from the OS in blocks of 4 KiB, one block per 1024 frames.
-        monkeypatch.setattr(frames, "_masking_keys", deque())
+        monkeypatch.setattr(frames, "masking_keys", deque())
         monkeypatch.setattr(os, "urandom", fake_urandom)
         raw = build_frame(OP_TEXT, b"Hello", masked=True)
         assert calls == [4096]
@@ -581,19 +582,43 @@ class TestDataFrames:
 class TestFrameNow:
     """frame_now: a whole small message framed for an immediate write, or None to queue it."""
 
+    def test_each_small_frame_gets_the_next_key_from_the_os_random_source(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        calls: list[int] = []
+
+        def fake_urandom(size: int) -> bytes:
+            calls.append(size)
+            return bytes(range(256)) * (size // 256)
+
+        client = open_client()
+        monkeypatch.setattr(os, "urandom", fake_urandom)
+        saved = list(frames.masking_keys)
+        frames.masking_keys.clear()
+        try:
+            sent = [client.frame_now(OP_BINARY, b"abc") for _ in range(3)]
+        finally:
+            frames.masking_keys.clear()
+            frames.masking_keys.extend(saved)
+        assert calls == [4096]
+        assert [bytes(raw)[2:6] for raw in sent if raw is not None] == [
+            bytes(range(0, 4)),
+            bytes(range(4, 8)),
+            bytes(range(8, 12)),
+        ]
+        assert [parse_frames(raw, masked=True)[0].payload for raw in sent if raw] == [b"abc"] * 3
+
     @pytest.mark.parametrize("opcode", [OP_TEXT, OP_BINARY])
     @pytest.mark.parametrize("size", [0, 125, 126, 65535])
-    def test_same_bytes_as_the_queue(
-        self, monkeypatch: pytest.MonkeyPatch, opcode: int, size: int
-    ) -> None:
-        monkeypatch.setattr(frames, "_masking_key", lambda: b"\x01\x02\x03\x04")
+    def test_same_bytes_as_the_queue(self, opcode: int, size: int) -> None:
         payload = payload_of(size)
-        direct = open_client().frame_now(opcode, payload)
-        queued = open_client()
-        if opcode == OP_TEXT:
-            queued.send_text(payload)
-        else:
-            queued.send_binary(payload)
+        with fixed_masking_key(b"\x01\x02\x03\x04"):
+            direct = open_client().frame_now(opcode, payload)
+            queued = open_client()
+            if opcode == OP_TEXT:
+                queued.send_text(payload)
+            else:
+                queued.send_binary(payload)
         assert direct is not None and direct == queued.data_to_send()
         [sent] = parse_frames(direct, masked=True)
         assert (sent.opcode, sent.fin, sent.rsv1, sent.payload) == (opcode, True, False, payload)
@@ -658,15 +683,16 @@ class TestRFCExamples:
         assert frame(OP_TEXT, "Hello") == self.HELLO_UNMASKED
         assert bytes(build_frame(OP_TEXT, b"Hello", masked=False)) == self.HELLO_UNMASKED
 
-    def test_single_frame_masked_text(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_single_frame_masked_text(self) -> None:
         server = Connection(Role.SERVER)
         server.receive_data(self.HELLO_MASKED)
         assert server.events_received() == [TextMessage("Hello")]
         assert mask(b"Hello", b"\x37\xfa\x21\x3d") == self.HELLO_MASKED[6:]
-        monkeypatch.setattr(frames, "_masking_key", lambda: b"\x37\xfa\x21\x3d")
-        client = open_client()
-        client.send_text("Hello")
-        assert client.data_to_send() == self.HELLO_MASKED
+        with fixed_masking_key(b"\x37\xfa\x21\x3d"):
+            client = open_client()
+            client.send_text("Hello")
+            assert client.data_to_send() == self.HELLO_MASKED
+            assert open_client().frame_now(OP_TEXT, b"Hello") == self.HELLO_MASKED
 
     def test_fragmented_unmasked_text(self) -> None:
         client = open_client()
@@ -683,10 +709,10 @@ class TestRFCExamples:
         client.receive_data(raw)
         assert client.events_received() == [TextMessage("Hello")]
 
-    def test_unmasked_ping_and_masked_pong(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr(frames, "_masking_key", lambda: b"\x37\xfa\x21\x3d")
+    def test_unmasked_ping_and_masked_pong(self) -> None:
         client = open_client()
-        client.receive_data(self.PING_UNMASKED)
+        with fixed_masking_key(b"\x37\xfa\x21\x3d"):
+            client.receive_data(self.PING_UNMASKED)
         assert client.events_received() == [PingReceived(b"Hello")]
         assert client.data_to_send() == self.PONG_MASKED
         server = Connection(Role.SERVER)

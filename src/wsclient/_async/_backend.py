@@ -77,6 +77,7 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         "_probe_next_read",
         "drain_waiters",
         "lost_waiters",
+        "wrote_since_read",
         "_buffer",
     )
 
@@ -92,6 +93,9 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         self.reading_paused = False
         self.writing_paused = False
         self.lost = False
+        # A direct write went out and nothing was read since: the next small write is
+        # held back (see AsyncStream.write_nowait).
+        self.wrote_since_read = False
         self.read_waiter: asyncio.Future[None] | None = None
         # Set by AsyncStream.read_into while it waits: the next read lands there directly.
         self.read_target: memoryview | None = None
@@ -123,6 +127,7 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         return self._buffer
 
     def buffer_updated(self, nbytes: int) -> None:
+        self.wrote_since_read = False
         if self._filling_target:
             self._filling_target = False
             self.read_target = None
@@ -178,7 +183,7 @@ class _StreamProtocol(asyncio.BufferedProtocol):
             waiter.set_result(None)
 
 
-async def _wait_future(future: asyncio.Future[None], timeout: float | None) -> bool:
+async def _wait_future(future: asyncio.Future[Any], timeout: float | None) -> bool:
     """Wait for ``future``; return False on timeout (the future is then cancelled)."""
     if timeout is None:
         await future
@@ -201,47 +206,40 @@ def _current_task_cancelling() -> bool:
     return task is not None and task.cancelling() > 0
 
 
-# Writes after a stream's first one in a loop iteration are held back and sent together
-# when the iteration ends, up to this many bytes (then at once): 64 messages of 1 KiB sent
-# in a row cost one send() system call instead of 64 (client CPU per message: 7.8 -> 5.2
-# us). A write alone in its iteration, as in a request-response exchange, goes out at once.
+# A write that follows a stream's direct write with nothing read in between is held back
+# and sent with the others at the end of the loop iteration, up to this many bytes (then
+# at once): 64 messages of 1 KiB sent in a row cost one send() system call instead of 64
+# (client CPU per message: 7.8 -> 5.2 us). A write that answers what was read, as in a
+# request-response exchange, goes out at once, and schedules nothing.
 _CORK_LIMIT = 64 * 1024
 
 
-class _IterationWrites:
-    """Which loop iteration it is, for the writes of every stream of one event loop.
+class _HeldWrites:
+    """The streams of one event loop holding back writes, and the one callback that sends
+    them when the iteration ends (one per iteration for all streams, and none at all in an
+    iteration whose writes all went out at once: that callback would cost the loop an extra
+    turn, a poll of the sockets included, per round trip)."""
 
-    The first write of an iteration schedules one callback for all streams: it ends the
-    iteration (the next write of each stream goes out at once again) and sends what the
-    streams held back. One callback per iteration, not per stream or per write: a
-    thousand connections answering in the same iteration share it.
-    """
-
-    __slots__ = ("corked_streams", "iteration", "loop_ref", "scheduled")
+    __slots__ = ("loop_ref", "streams")
 
     def __init__(self, loop_ref: weakref.ref[asyncio.AbstractEventLoop]) -> None:
         self.loop_ref = loop_ref
-        self.iteration = 0
-        self.scheduled = False
-        self.corked_streams: list[AsyncStream] = []
+        self.streams: list[AsyncStream] = []
 
-    def wrote(self) -> int:
-        """Note a write in this iteration; return the iteration's number."""
-        if not self.scheduled:
+    def hold(self, stream: AsyncStream) -> None:
+        """Send ``stream``'s held writes when this iteration ends."""
+        if not self.streams:
             loop = self.loop_ref()
             assert loop is not None
-            self.scheduled = True
-            loop.call_soon(self._end_iteration)
-        return self.iteration
+            loop.call_soon(self._send_held)
+        self.streams.append(stream)
 
-    def _end_iteration(self) -> None:
-        self.scheduled = False
-        self.iteration += 1
-        streams = self.corked_streams
-        if streams:
-            self.corked_streams = []
-            for stream in streams:
-                stream._uncork()
+    def _send_held(self) -> None:
+        streams = self.streams
+        self.streams = []
+        for stream in streams:
+            stream._protocol.wrote_since_read = False
+            stream._uncork()
 
 
 class _Deadlines:
@@ -357,13 +355,13 @@ class _LoopHelpers:
     and is dropped is freed with everything it held, and its helpers with it.
     """
 
-    __slots__ = ("deadlines", "writes")
+    __slots__ = ("deadlines", "held_writes")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         loop_id = id(loop)
         # The callback runs as the loop is freed, before its id can be reused.
         loop_ref = weakref.ref(loop, lambda _ref: _loop_helpers.pop(loop_id, None))
-        self.writes = _IterationWrites(loop_ref)
+        self.held_writes = _HeldWrites(loop_ref)
         self.deadlines = _Deadlines(loop_ref)
 
 
@@ -384,8 +382,7 @@ class AsyncStream:
         "_transport",
         "_protocol",
         "_loop",
-        "_iteration_writes",
-        "_wrote_in",
+        "_held_writes",
         "_corked",
         "_corked_size",
     )
@@ -395,10 +392,8 @@ class AsyncStream:
         self._protocol = protocol
         # Cached: on Python 3.11 get_running_loop() costs a getpid() system call.
         self._loop = asyncio.get_running_loop()
-        self._iteration_writes = _helpers_of(self._loop).writes
-        # The loop iteration of this stream's last direct write (-1: none yet), and the
-        # small writes held back since then, sent when that iteration ends.
-        self._wrote_in = -1
+        self._held_writes = _helpers_of(self._loop).held_writes
+        # Small writes held back (see write_nowait), sent when the loop iteration ends.
         self._corked: list[bytes] = []
         self._corked_size = 0
 
@@ -552,25 +547,23 @@ class AsyncStream:
         """Queue ``data`` for sending without waiting (order is kept across callers).
 
         Returns whether ``data`` may change now: it is ``bytes``, or it was sent or copied.
-        If not, the transport may still read it later. Small writes that follow another in
-        the same loop iteration go out together when the iteration ends.
+        If not, the transport may still read it later. Small writes that follow a direct
+        one with nothing read in between go out together when the loop iteration ends.
         """
-        if data and not self._protocol.lost:
-            writes = self._iteration_writes
-            # A direct write in this iteration scheduled its end (see _IterationWrites).
-            if self._wrote_in == writes.iteration:
+        protocol = self._protocol
+        if data and not protocol.lost:
+            if protocol.wrote_since_read:
                 size = len(data)
                 if size <= _CORK_LIMIT - self._corked_size:
-                    # Not the first write of this stream in this iteration: hold it back.
                     corked = self._corked
                     if not corked:
-                        writes.corked_streams.append(self)
+                        self._held_writes.hold(self)
                     corked.append(data if type(data) is bytes else bytes(data))
                     self._corked_size += size
                     return True
                 self._uncork()
             self._transport.write(data)
-            self._wrote_in = writes.wrote()
+            protocol.wrote_since_read = True
             # Some transports keep a reference to what they could not send at once; that
             # matters only for a buffer that may change (bytes cannot).
             return type(data) is bytes or not self._transport.get_write_buffer_size()
@@ -725,6 +718,12 @@ class StateLock:
     def __exit__(self, *exc_info: object) -> None:
         return None
 
+    def acquire(self) -> bool:
+        return True
+
+    def release(self) -> None:
+        return None
+
 
 class AsyncLock:
     """A mutual-exclusion lock held across waits."""
@@ -811,9 +810,9 @@ class AsyncMailbox(Generic[T]):
         self._boxes: list[deque[tuple[int, T]] | None] = [None] * len(maxsizes)
         self._maxsizes = [size if size > 0 else 0 for size in maxsizes]
         self._sequence = 0
-        self._waiters: list[asyncio.Future[None]] = []
+        self._waiters: list[asyncio.Future[Any]] = []
         # The kinds of each get() blocked right now, and the wait_idle() callers.
-        self._blocked_gets: list[Sequence[int]] = []
+        self._blocked_gets: list[tuple[Sequence[int], asyncio.Future[Any]]] = []
         self._idle_waiters: list[asyncio.Future[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self.closed = False
@@ -834,7 +833,7 @@ class AsyncMailbox(Generic[T]):
     def shrink(self) -> None:
         """Nothing to do: here a box is dropped as soon as it is empty (see get_nowait)."""
 
-    def _new_future(self) -> asyncio.Future[None]:
+    def _new_future(self) -> asyncio.Future[Any]:
         # The loop is cached: on Python 3.11 get_running_loop() costs a getpid() call.
         loop = self._loop
         if loop is None:
@@ -857,8 +856,10 @@ class AsyncMailbox(Generic[T]):
 
     def _idle(self) -> bool:
         boxes = self._boxes
+        # A get whose waiter is done has an item on its way (or is about to look again).
         return self.closed or any(
-            all(not boxes[kind] for kind in kinds) for kinds in self._blocked_gets
+            not waiter.done() and all(not boxes[kind] for kind in kinds)
+            for kinds, waiter in self._blocked_gets
         )
 
     async def wait_idle(self, timeout: float | None = None) -> bool:
@@ -905,6 +906,13 @@ class AsyncMailbox(Generic[T]):
             return False
         box = self._boxes[kind]
         if box is None:
+            # A get blocked on an empty box takes the item straight from its wake-up: no
+            # box to make and empty again, no second look (a round trip's every message).
+            for kinds, waiter in self._blocked_gets:
+                if kind in kinds and not waiter.done():
+                    self._sequence += 1
+                    waiter.set_result((kind, item, self._sequence))
+                    return True
             box = self._boxes[kind] = deque()
         elif 0 < self._maxsizes[kind] <= len(box):
             return False
@@ -977,8 +985,13 @@ class AsyncMailbox(Generic[T]):
             self._wake_all()
         return best_kind, item
 
-    async def get(self, kinds: Sequence[int], timeout: float | None = None) -> tuple[int, T]:
+    async def get(
+        self, kinds: Sequence[int], timeout: float | None = None, *, known_empty: bool = False
+    ) -> tuple[int, T]:
         """Take the earliest-arrived item among ``kinds``, waiting up to ``timeout``.
+
+        ``known_empty``: the caller has just found nothing (``take_nowait``), so the first
+        look is skipped.
 
         Raises:
             TimeoutError: Nothing arrived in time.
@@ -986,30 +999,53 @@ class AsyncMailbox(Generic[T]):
         """
         deadline = None if timeout is None else monotonic() + timeout
         while True:
-            found = self.get_nowait(kinds)
-            if found is not None:
-                return found
+            if known_empty:
+                known_empty = False
+            else:
+                found = self.get_nowait(kinds)
+                if found is not None:
+                    return found
             if self.closed:
                 raise MailboxClosed
             remaining = None if deadline is None else deadline - monotonic()
             if remaining is not None and remaining <= 0:
                 raise TimeoutError("receive timed out")
-            self._blocked_gets.append(kinds)
-            if self._idle_waiters:
-                self._wake_idle_waiters()
             # The wait of _wait(), inlined: this is the path of every receive that finds
             # nothing waiting, and each coroutine level costs about as much as the rest.
-            waiter = self._new_future()
+            waiter: asyncio.Future[tuple[int, T, int] | None] = self._new_future()
+            blocked = (kinds, waiter)
+            self._blocked_gets.append(blocked)
+            if self._idle_waiters:
+                self._wake_idle_waiters()
             self._waiters.append(waiter)
             try:
                 if remaining is None:
-                    await waiter
+                    handed = await waiter
                 else:
                     await _wait_future(waiter, remaining)
+                    handed = waiter.result() if waiter.done() and not waiter.cancelled() else None
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    self._put_back(waiter.result())
+                raise
             finally:
-                self._blocked_gets.remove(kinds)
+                self._blocked_gets.remove(blocked)
                 if self._waiters and waiter in self._waiters:
                     self._waiters.remove(waiter)
+            if handed is not None:
+                return handed[0], handed[1]
+
+    def _put_back(self, handed: tuple[int, T, int] | None) -> None:
+        """Return an item handed to a get that was cancelled before it could take it."""
+        if handed is None:
+            return
+        kind, item, sequence = handed
+        box = self._boxes[kind]
+        if box is None:
+            box = self._boxes[kind] = deque()
+        # Everything in its box came after it.
+        box.appendleft((sequence, item))
+        self._wake_all()
 
     def close(self) -> None:
         self.closed = True

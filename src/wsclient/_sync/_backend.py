@@ -916,8 +916,13 @@ class SyncMailbox(Generic[T]):
         with self._lock:
             return self._get_locked(kinds)
 
-    def get(self, kinds: Sequence[int], timeout: float | None = None) -> tuple[int, T]:
+    def get(
+        self, kinds: Sequence[int], timeout: float | None = None, *, known_empty: bool = False
+    ) -> tuple[int, T]:
         """Take the earliest-arrived item among ``kinds``, waiting up to ``timeout``.
+
+        ``known_empty`` (the caller has just found nothing) is the asyncio twin's hint; here
+        the first look is under the lock anyway and costs little.
 
         Raises:
             TimeoutError: Nothing arrived in time.

@@ -55,6 +55,7 @@ from .deflate import DeflateOptions, PerMessageDeflate
 from .frames import (
     CLOSE_ABNORMAL,
     CLOSE_NO_STATUS,
+    MASKED_SMALL_HEADERS,
     MAX_CONTROL_PAYLOAD,
     OP_BINARY,
     OP_CLOSE,
@@ -68,6 +69,9 @@ from .frames import (
     build_frames,
     filled_bytes,
     mask,
+    masked_frame,
+    masking_keys,
+    new_masking_key,
     parse_close_payload,
     unfilled_bytes,
 )
@@ -921,6 +925,13 @@ class Connection:
             self.reuse_send_buffer and size >= SEND_BUFFER_MIN
         ):
             return None
+        if size < 126 and self._mask_outgoing:
+            # build_frame's work for the most common frame, without its calls.
+            try:
+                key = masking_keys.popleft()
+            except IndexError:
+                key = new_masking_key()
+            return masked_frame(MASKED_SMALL_HEADERS[opcode][size] + key, payload, key)
         return build_frame(opcode, payload, masked=self._mask_outgoing)
 
     @property

@@ -135,16 +135,26 @@ MASK_IMPLEMENTATION = "c" if _c_mask is not None else "python"
 # entropy), drawn 4 KiB at a time: one getrandom call serves a thousand frames. A deque's
 # popleft is atomic, so threads never share a key.
 _RANDOM_BLOCK = 4096
-_masking_keys: deque[bytes] = deque()
+#: Masking keys not used yet: ``popleft()`` one, or call :func:`new_masking_key` when empty.
+masking_keys: deque[bytes] = deque()
 
 
-def _masking_key() -> bytes:
+def new_masking_key() -> bytes:
+    """A fresh masking key (the next one drawn, or the first of a new block)."""
     try:
-        return _masking_keys.popleft()
+        return masking_keys.popleft()
     except IndexError:
         block = os.urandom(_RANDOM_BLOCK)
-        _masking_keys.extend(block[start : start + 4] for start in range(4, _RANDOM_BLOCK, 4))
+        masking_keys.extend(block[start : start + 4] for start in range(4, _RANDOM_BLOCK, 4))
         return block[:4]
+
+
+#: The first two bytes of a masked, unfragmented, uncompressed frame of fewer than 126
+#: bytes, by opcode and payload length: a small message's header is looked up, not built.
+MASKED_SMALL_HEADERS: dict[int, list[bytes]] = {
+    opcode: [bytes((0x80 | opcode, 0x80 | length)) for length in range(126)]
+    for opcode in (OP_TEXT, OP_BINARY)
+}
 
 
 def build_frame(
@@ -167,7 +177,7 @@ def build_frame(
         header = _pack_64(first, mask_bit | 127, length)
     if not masked:
         return header + payload
-    key = _masking_key()
+    key = new_masking_key()
     return masked_frame(header + key, payload, key)
 
 
@@ -259,7 +269,7 @@ def build_frames(
             header = _pack_16(first, 0x80 | 126, size)
         else:
             header = _pack_64(first, 0x80 | 127, size)
-        key = _masking_key()
+        key = new_masking_key()
         end = offset + len(header) + 4
         buffer[offset:end] = header + key
         mask_into(buffer, end, piece, key)
