@@ -1,7 +1,8 @@
-"""Build the optional compiled masking routine; everything else is in pyproject.toml.
+"""Build the optional compiled helpers (masking, small-frame parsing); everything else is in
+pyproject.toml.
 
 ``optional=True``: without a C compiler the build still succeeds and wsclient uses its
-pure-Python masking instead.
+pure-Python implementations instead.
 """
 
 from setuptools import Extension, setup
@@ -9,8 +10,8 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "wsclient.protocol._mask",
-            sources=["src/wsclient/protocol/_mask.c"],
+            "wsclient.protocol._speedups",
+            sources=["src/wsclient/protocol/_speedups.c"],
             optional=True,
         )
     ]

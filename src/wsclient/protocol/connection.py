@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import codecs
 import enum
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -206,16 +206,85 @@ _set_text_data = vars(TextMessage)["data"].__set__
 _set_binary_data = vars(BinaryMessage)["data"].__set__
 
 
+_FIN_TEXT: Final = 0x80 | OP_TEXT
+_FIN_BINARY: Final = 0x80 | OP_BINARY
+
+
+def _py_parse_messages(
+    buffer: bytes | bytearray | memoryview, position: int, limit: int, events: list[Event]
+) -> int:
+    """Parse the common case in a tight loop: whole, unfragmented, uncompressed text and
+    binary frames from a server, shorter than 64 KiB and, unless ``limit`` is negative, no
+    longer than ``limit``; append their events to ``events``. Returns where it stopped: at
+    the end, or at anything else (another kind of frame, an incomplete one, or text that
+    is not valid UTF-8), which :meth:`Connection._parse` then handles or rejects.
+
+    The pure-Python twin of the compiled ``parse_messages``; both take the same frames.
+    """
+    end = len(buffer)
+    if limit < 0:
+        limit = end
+    append = events.append
+    # Slicing bytes gives bytes; slicing a bytearray or a view needs a copy into bytes.
+    copy = type(buffer) is not bytes
+    event: TextMessage | BinaryMessage
+    while end - position >= 2:
+        first = buffer[position]
+        length = buffer[position + 1]  # the mask bit is clear, or the frame is left over
+        if length < 126:
+            start = position + 2
+        elif length == 126 and end - position >= 4:
+            length = (buffer[position + 2] << 8) | buffer[position + 3]
+            start = position + 4
+        else:
+            break
+        stop = start + length
+        if stop > end or length > limit:
+            break
+        if first == _FIN_BINARY:
+            event = _new_event(BinaryMessage)
+            _set_binary_data(event, bytes(buffer[start:stop]) if copy else buffer[start:stop])
+        elif first == _FIN_TEXT:
+            try:
+                if copy:
+                    text = str(buffer[start:stop], "utf-8")
+                else:  # bytes: its decode() is the quickest way to text
+                    text = buffer[start:stop].decode()  # type: ignore[union-attr]
+            except UnicodeDecodeError:
+                break
+            event = _new_event(TextMessage)
+            _set_text_data(event, text)
+        else:
+            break
+        append(event)
+        position = stop
+    return position
+
+
+_ParseMessages = Callable[[bytes | bytearray | memoryview, int, int, list[Event]], int]
+_c_parse_messages: _ParseMessages | None
+try:
+    from ._speedups import configure_messages as _configure_messages
+    from ._speedups import parse_messages as _c_parse_messages
+except ImportError:  # built without a C compiler: the pure-Python parser is used
+    _c_parse_messages = None
+else:
+    _configure_messages(
+        TextMessage, vars(TextMessage)["data"], BinaryMessage, vars(BinaryMessage)["data"]
+    )
+
+#: ``parse_messages(buffer, position, limit, events)``: see :func:`_py_parse_messages`.
+parse_messages: _ParseMessages = _c_parse_messages or _py_parse_messages
+#: Which parser takes the common frames: "c" (the optional compiled module) or "python".
+PARSE_IMPLEMENTATION = "c" if _c_parse_messages is not None else "python"
+
+
 def _small_frame_first(data: memoryview) -> bool:
     """Whether the frame at the start of ``data`` carries fewer than 4 KiB of payload."""
     if len(data) < 4:
         return True
     length = data[1] & 0x7F
     return length < 126 or (length == 126 and (data[2] << 8 | data[3]) < DIRECT_RECEIVE_MIN)
-
-
-_FIN_TEXT: Final = 0x80 | OP_TEXT
-_FIN_BINARY: Final = 0x80 | OP_BINARY
 
 
 class Connection:
@@ -359,9 +428,14 @@ class Connection:
         if pending:
             pending += data
             buffer: bytes | bytearray | memoryview = pending
-        elif type(data) is memoryview and not self._frame_remaining and _small_frame_first(data):
-            # Slicing a small payload out of a view costs more than copying the whole read
-            # once; large payloads are sliced out of the view, saving that copy.
+        elif (
+            _c_parse_messages is None
+            and type(data) is memoryview
+            and not self._frame_remaining
+            and _small_frame_first(data)
+        ):
+            # In Python, slicing a small payload out of a view costs more than copying the
+            # whole read once; large payloads are sliced out of the view, saving that copy.
             buffer = bytes(data)
         else:
             buffer = data
@@ -374,7 +448,10 @@ class Connection:
             ):
                 # Most reads hold whole small messages and nothing else: the tight loop
                 # takes them all, and _parse (which starts with it too) is not needed.
-                consumed = self._parse_whole_messages(buffer, 0, len(buffer))
+                max_size = self.max_size
+                consumed = parse_messages(
+                    buffer, 0, -1 if max_size is None else max_size, self._events
+                )
                 if consumed < len(buffer):
                     consumed = self._parse(buffer, consumed)
             else:
@@ -515,7 +592,9 @@ class Connection:
                 position = self._consume_payload(buffer, position, end)
                 continue
             if self._message_opcode is None and not stream_messages and not expect_masked:
-                position = self._parse_whole_messages(buffer, position, end)
+                position = parse_messages(
+                    buffer, position, -1 if max_size is None else max_size, events
+                )
                 if position == end:
                     break
             if end - position < 2:
@@ -655,50 +734,6 @@ class Connection:
                 self._frame_remaining = length
         if batch:
             self._message_payload(b"".join(batch), False)
-        return position
-
-    def _parse_whole_messages(
-        self, buffer: bytes | bytearray | memoryview, position: int, end: int
-    ) -> int:
-        """Parse the common case in a tight loop: whole, unfragmented, uncompressed text and
-        binary frames from a server, shorter than 64 KiB. Returns where it stopped: at the
-        end, or at a frame of any other kind (which :meth:`_parse` then handles)."""
-        append = self._events.append
-        max_size = self.max_size
-        limit = end if max_size is None else max_size
-        # Slicing bytes gives bytes; slicing a bytearray or a view needs a copy into bytes.
-        copy = type(buffer) is not bytes
-        event: TextMessage | BinaryMessage
-        while end - position >= 2:
-            first = buffer[position]
-            length = buffer[position + 1]  # the mask bit is clear, or the frame is left over
-            if length < 126:
-                start = position + 2
-            elif length == 126 and end - position >= 4:
-                length = (buffer[position + 2] << 8) | buffer[position + 3]
-                start = position + 4
-            else:
-                break
-            stop = start + length
-            if stop > end or length > limit:
-                break
-            if first == _FIN_BINARY:
-                event = _new_event(BinaryMessage)
-                _set_binary_data(event, bytes(buffer[start:stop]) if copy else buffer[start:stop])
-            elif first == _FIN_TEXT:
-                try:
-                    if copy:
-                        text = str(buffer[start:stop], "utf-8")
-                    else:  # bytes: its decode() is the quickest way to text
-                        text = buffer[start:stop].decode()  # type: ignore[union-attr]
-                except UnicodeDecodeError:
-                    raise InvalidUTF8("invalid UTF-8 in text message") from None
-                event = _new_event(TextMessage)
-                _set_text_data(event, text)
-            else:
-                break
-            append(event)
-            position = stop
         return position
 
     def _check_rsv(self, first: int, opcode: int) -> None:

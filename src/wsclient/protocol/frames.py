@@ -98,10 +98,10 @@ _c_masked_frame: _MaskedFrameFunction | None
 _c_mask_into: _MaskIntoFunction | None
 _c_unfilled_bytes: Callable[[int], tuple[bytes | bytearray, memoryview]] | None
 try:
-    from ._mask import mask as _c_mask
-    from ._mask import mask_into as _c_mask_into
-    from ._mask import masked_frame as _c_masked_frame
-    from ._mask import unfilled_bytes as _c_unfilled_bytes
+    from ._speedups import mask as _c_mask
+    from ._speedups import mask_into as _c_mask_into
+    from ._speedups import masked_frame as _c_masked_frame
+    from ._speedups import unfilled_bytes as _c_unfilled_bytes
 except ImportError:  # built without a C compiler: the pure-Python path is used
     _c_mask = _c_masked_frame = _c_mask_into = _c_unfilled_bytes = None
 

@@ -1,10 +1,14 @@
 /*
- * Optional compiled helpers for wsclient: masking (RFC 6455 section 5.3) and filling a
- * received message in place.
+ * Optional compiled helpers for wsclient: masking (RFC 6455 section 5.3), filling a
+ * received message in place, and parsing the common case of received frames.
  *
  * XOR-ing every payload byte with a 4-byte key is the one loop over payload bytes that the
- * protocol needs; in C it runs at memory speed. wsclient.protocol.frames falls back to a
- * pure-Python implementation when this module was not built, and the tests compare both.
+ * protocol needs; in C it runs at memory speed. Parsing a small frame in Python costs more
+ * than everything else a small message needs in the protocol core, so the frames nearly
+ * every read holds (whole, small, unfragmented, uncompressed messages) are parsed here;
+ * anything else is left to the Python parser. wsclient.protocol.frames and
+ * wsclient.protocol.connection fall back to pure-Python implementations when this module
+ * was not built, and the tests compare both.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -187,7 +191,7 @@ static PyBufferProcs bytes_filler_as_buffer = {
 
 static PyTypeObject BytesFillerType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "wsclient.protocol._mask.BytesFiller",
+    .tp_name = "wsclient.protocol._speedups.BytesFiller",
     .tp_basicsize = sizeof(BytesFiller),
     .tp_dealloc = (destructor)bytes_filler_dealloc,
     .tp_as_buffer = &bytes_filler_as_buffer,
@@ -235,7 +239,162 @@ unfilled_bytes(PyObject *module, PyObject *arg)
     return result;
 }
 
+/* The message event classes and the setters of their data slot (see configure_messages). */
+static PyTypeObject *text_message_type = NULL;
+static PyObject *text_data_slot = NULL;
+static PyTypeObject *binary_message_type = NULL;
+static PyObject *binary_data_slot = NULL;
+
+PyDoc_STRVAR(configure_messages_doc,
+"configure_messages(text_type, text_data, binary_type, binary_data, /)\n--\n\n"
+"Set the event classes parse_messages creates, and the descriptors of their data slot.");
+
+static PyObject *
+configure_messages(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "configure_messages takes 4 arguments");
+        return NULL;
+    }
+    for (int i = 0; i < 4; i += 2) {
+        if (!PyType_Check(args[i])) {
+            PyErr_SetString(PyExc_TypeError, "configure_messages needs classes");
+            return NULL;
+        }
+        if (Py_TYPE(args[i + 1])->tp_descr_set == NULL) {
+            PyErr_SetString(PyExc_TypeError, "configure_messages needs slot descriptors");
+            return NULL;
+        }
+    }
+    Py_XSETREF(text_message_type, (PyTypeObject *)Py_NewRef(args[0]));
+    Py_XSETREF(text_data_slot, Py_NewRef(args[1]));
+    Py_XSETREF(binary_message_type, (PyTypeObject *)Py_NewRef(args[2]));
+    Py_XSETREF(binary_data_slot, Py_NewRef(args[3]));
+    Py_RETURN_NONE;
+}
+
+/* object.__new__(type) with its data slot set, as the Python parser builds an event. */
+static PyObject *
+new_message(PyTypeObject *type, PyObject *slot, PyObject *data)
+{
+    PyObject *event = type->tp_alloc(type, 0);
+    if (event == NULL) {
+        return NULL;
+    }
+    if (Py_TYPE(slot)->tp_descr_set(slot, event, data) < 0) {
+        Py_DECREF(event);
+        return NULL;
+    }
+    return event;
+}
+
+PyDoc_STRVAR(parse_messages_doc,
+"parse_messages(buffer, position, limit, events, /)\n--\n\n"
+"From position on, append an event to events for each whole text or binary frame that is\n"
+"unmasked, final, without RSV bits, shorter than 64 KiB and, unless limit is negative, no\n"
+"longer than limit. Stop at anything else (an incomplete or other frame, or text that is\n"
+"not valid UTF-8, for the caller to reject) and return where parsing stopped.");
+
+static PyObject *
+parse_messages(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "parse_messages takes 4 arguments");
+        return NULL;
+    }
+    if (text_message_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "configure_messages was not called");
+        return NULL;
+    }
+    Py_ssize_t position = PyLong_AsSsize_t(args[1]);
+    if (position == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_ssize_t limit = PyLong_AsSsize_t(args[2]);
+    if (limit == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *events = args[3];
+    if (!PyList_Check(events)) {
+        PyErr_SetString(PyExc_TypeError, "events must be a list");
+        return NULL;
+    }
+    Py_buffer buffer;
+    if (PyObject_GetBuffer(args[0], &buffer, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    const unsigned char *data = buffer.buf;
+    Py_ssize_t end = buffer.len;
+    if (position < 0 || position > end) {
+        PyBuffer_Release(&buffer);
+        PyErr_SetString(PyExc_ValueError, "position outside the buffer");
+        return NULL;
+    }
+    while (end - position >= 2) {
+        unsigned char first = data[position];
+        /* Below 126 with the mask bit clear: the length itself. */
+        Py_ssize_t length = data[position + 1];
+        Py_ssize_t start;
+        if (length < 126) {
+            start = position + 2;
+        }
+        else if (length == 126 && end - position >= 4) {
+            length = ((Py_ssize_t)data[position + 2] << 8) | data[position + 3];
+            start = position + 4;
+        }
+        else {
+            break;
+        }
+        if (length > end - start || (limit >= 0 && length > limit)) {
+            break;
+        }
+        const char *payload = (const char *)data + start;
+        PyObject *event;
+        if (first == 0x82) {
+            PyObject *bytes = PyBytes_FromStringAndSize(payload, length);
+            if (bytes == NULL) {
+                goto error;
+            }
+            event = new_message(binary_message_type, binary_data_slot, bytes);
+            Py_DECREF(bytes);
+        }
+        else if (first == 0x81) {
+            PyObject *text = PyUnicode_DecodeUTF8(payload, length, NULL);
+            if (text == NULL) {
+                if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+                    goto error;
+                }
+                PyErr_Clear();
+                break;
+            }
+            event = new_message(text_message_type, text_data_slot, text);
+            Py_DECREF(text);
+        }
+        else {
+            break;
+        }
+        if (event == NULL) {
+            goto error;
+        }
+        int appended = PyList_Append(events, event);
+        Py_DECREF(event);
+        if (appended < 0) {
+            goto error;
+        }
+        position = start + length;
+    }
+    PyBuffer_Release(&buffer);
+    return PyLong_FromSsize_t(position);
+error:
+    PyBuffer_Release(&buffer);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
+    {"configure_messages", (PyCFunction)(void (*)(void))configure_messages, METH_FASTCALL,
+     configure_messages_doc},
+    {"parse_messages", (PyCFunction)(void (*)(void))parse_messages, METH_FASTCALL,
+     parse_messages_doc},
     {"unfilled_bytes", unfilled_bytes, METH_O, unfilled_bytes_doc},
     {"mask", mask, METH_VARARGS, mask_doc},
     {"masked_frame", masked_frame, METH_VARARGS, masked_frame_doc},
@@ -245,15 +404,15 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
-    "wsclient.protocol._mask",
-    "Compiled WebSocket masking and in-place message buffers (optional; see "
-    "wsclient.protocol.frames).",
+    "wsclient.protocol._speedups",
+    "Compiled WebSocket masking, in-place message buffers and small-frame parsing "
+    "(optional; see wsclient.protocol.frames and wsclient.protocol.connection).",
     0,
     methods,
 };
 
 PyMODINIT_FUNC
-PyInit__mask(void)
+PyInit__speedups(void)
 {
     if (PyType_Ready(&BytesFillerType) < 0) {
         return NULL;
