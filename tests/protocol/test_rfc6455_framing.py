@@ -776,6 +776,25 @@ class TestLargeMessageReadInPlace:
         client.receive_data(rest + frame(OP_TEXT, "next"))
         assert client.events_received() == [BinaryMessage(data), TextMessage("next")]
 
+    def test_in_place_message_is_true_exactly_while_a_message_is_read_into_place(self) -> None:
+        client = open_client()
+        assert not client.in_place_message
+        data = os.urandom(self.SIZE)
+        rest = self.arriving(client, data, 10)
+        assert client.in_place_message and client.receiving_in_place
+        target = client.receive_buffer()
+        assert target is not None
+        target[:] = rest
+        target.release()
+        client.receive_buffer_filled(len(rest))
+        assert not client.in_place_message and not client.receiving_in_place
+        assert client.events_received() == [BinaryMessage(data)]
+        # A message abandoned midway (the connection dropped) is not read into any more.
+        self.arriving(client, data, 10)
+        assert client.in_place_message
+        client.receive_eof()
+        assert not client.in_place_message and client.receive_buffer() is None
+
     def test_the_message_is_immutable_bytes(self) -> None:
         client = open_client()
         data = os.urandom(self.SIZE)

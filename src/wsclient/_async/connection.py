@@ -383,7 +383,19 @@ class WebSocketConnection:
         returning False. So is a large message to read into place, unless the stream
         fills it through :meth:`_receive_target` and :meth:`_target_filled`.
         """
-        return self._handle_read(data, len(data)) and not self._protocol.receiving_in_place
+        # _handle_read's work, inlined: this runs for every read.
+        try:
+            self._process(data, len(data))
+        except Exception as exc:
+            self._consume_error = exc
+            return False
+        protocol = self._protocol
+        return (
+            not self._backlog
+            and protocol.state is not State.CLOSED
+            and protocol.failure is None
+            and not (protocol.in_place_message and protocol.receiving_in_place)
+        )
 
     def _receive_target(self) -> memoryview | None:
         """The buffer a large message is read into, if one is being read in place."""

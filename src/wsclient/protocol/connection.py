@@ -310,6 +310,7 @@ class Connection:
         "_direct_filled",
         "_direct_view",
         "_events",
+        "in_place_message",
         "_expect_masked",
         "_frame_fin",
         "_frame_key",
@@ -395,6 +396,10 @@ class Connection:
         self._direct: bytes | bytearray | None = None
         self._direct_view: memoryview | None = None
         self._direct_filled = 0
+        #: A large binary message is being received into its own buffer. A plain attribute,
+        #: cheap to read on every read: only while it is true can :attr:`receiving_in_place`
+        #: be.
+        self.in_place_message = False
         # The outgoing fragmented message, if any.
         self._out_opcode: int | None = None
         self._out_compressed = False
@@ -521,6 +526,7 @@ class Connection:
         direct, view = self._direct, self._direct_view
         assert direct is not None and view is not None
         self._direct = self._direct_view = None
+        self.in_place_message = False
         self._events.append(BinaryMessage(filled_bytes(direct, view)))
 
     def receive_eof(self) -> None:
@@ -719,6 +725,7 @@ class Connection:
                 view[: end - start] = memoryview(buffer)[start:end]
                 self._direct_view = view
                 self._direct_filled = end - start
+                self.in_place_message = True
                 position = end
                 break
             self._start_data_frame(opcode, fin, first & 0x40, length)
@@ -824,6 +831,7 @@ class Connection:
         if self._direct_view is not None:
             self._direct_view.release()
         self._direct = self._direct_view = None
+        self.in_place_message = False
         self._message_opcode = None
         self._message_parts = []
         self._utf8 = None
