@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from helpers import TIMEOUT_UNIT
 
-from wsclient._async._backend import open_stream
+from wsclient._async._backend import AsyncStream, open_stream
 
 
 async def _serve_once(payload: bytes) -> tuple[asyncio.Server, int]:
@@ -89,8 +91,11 @@ async def test_read_into_times_out() -> None:
         await asyncio.wait_for(handled.wait(), TIMEOUT_UNIT)
 
 
-async def _echo_server() -> tuple[asyncio.Server, int, asyncio.Event]:
-    """An echo server for one connection, and an event set once it has closed it."""
+@asynccontextmanager
+async def _stream_to_an_echo_server() -> AsyncIterator[tuple[AsyncStream, list[bytes]]]:
+    """A stream to a one-connection echo server, and what its transport was asked to write:
+    a spy on the real transport's write (the bytes still go to the socket) shows which
+    writes went out at once and which were held back and sent together."""
     finished = asyncio.Event()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -104,38 +109,35 @@ async def _echo_server() -> tuple[asyncio.Server, int, asyncio.Event]:
             finished.set()
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    return server, server.sockets[0].getsockname()[1], finished
+    async with server:
+        stream = await open_stream(
+            "127.0.0.1", server.sockets[0].getsockname()[1], timeout=TIMEOUT_UNIT
+        )
+        transport = stream._transport
+        write = transport.write
+        written: list[bytes] = []
+
+        def recording_write(data: bytes | bytearray | memoryview) -> None:
+            written.append(bytes(data))
+            write(data)
+
+        transport.write = recording_write  # type: ignore[method-assign]
+        yield stream, written
+        stream.close()
+        await asyncio.wait_for(finished.wait(), TIMEOUT_UNIT)
 
 
-def _record_transport_writes(stream: object) -> list[bytes]:
-    # A spy on the real transport's write (the bytes still go to the socket): which writes
-    # went out at once and which were held back and sent together.
-    transport = stream._transport  # type: ignore[attr-defined]
-    write = transport.write
-    written: list[bytes] = []
-
-    def recording_write(data: bytes) -> None:
-        written.append(bytes(data))
-        write(data)
-
-    transport.write = recording_write
-    return written
-
-
-async def _read_exactly(stream: object, size: int) -> bytes:
+async def _read_exactly(stream: AsyncStream, size: int) -> bytes:
     received = b""
     while len(received) < size:
-        data = await stream.read(timeout=TIMEOUT_UNIT)  # type: ignore[attr-defined]
+        data = await stream.read(timeout=TIMEOUT_UNIT)
         assert data, "the echo server closed early"
         received += data
     return received
 
 
 async def test_writes_after_a_direct_one_are_held_until_the_loop_iteration_ends() -> None:
-    server, port, finished = await _echo_server()
-    async with server:
-        stream = await open_stream("127.0.0.1", port, timeout=TIMEOUT_UNIT)
-        written = _record_transport_writes(stream)
+    async with _stream_to_an_echo_server() as (stream, written):
         stream.write_nowait(b"first")
         stream.write_nowait(b"second")
         stream.write_nowait(b"third")
@@ -146,35 +148,23 @@ async def test_writes_after_a_direct_one_are_held_until_the_loop_iteration_ends(
         await asyncio.sleep(0)
         assert written == [b"first", b"secondthird"]
         assert await _read_exactly(stream, 16) == b"firstsecondthird"
-        stream.close()
-        await asyncio.wait_for(finished.wait(), TIMEOUT_UNIT)
 
 
 async def test_a_write_that_answers_what_was_read_goes_out_at_once() -> None:
-    server, port, finished = await _echo_server()
-    async with server:
-        stream = await open_stream("127.0.0.1", port, timeout=TIMEOUT_UNIT)
-        written = _record_transport_writes(stream)
+    async with _stream_to_an_echo_server() as (stream, written):
         for round_number in range(3):
             request = b"request %d" % round_number
             stream.write_nowait(request)
             assert written[-1] == request
             assert await _read_exactly(stream, len(request)) == request
         assert len(written) == 3
-        stream.close()
-        await asyncio.wait_for(finished.wait(), TIMEOUT_UNIT)
 
 
 async def test_a_large_write_sends_the_held_ones_before_it() -> None:
-    server, port, finished = await _echo_server()
-    async with server:
-        stream = await open_stream("127.0.0.1", port, timeout=TIMEOUT_UNIT)
-        written = _record_transport_writes(stream)
+    async with _stream_to_an_echo_server() as (stream, written):
         large = os.urandom(200_000)
         stream.write_nowait(b"a")
         stream.write_nowait(b"b")
         stream.write_nowait(large)
         assert written == [b"a", b"b", large]
         assert await _read_exactly(stream, 2 + len(large)) == b"ab" + large
-        stream.close()
-        await asyncio.wait_for(finished.wait(), TIMEOUT_UNIT)
