@@ -1022,11 +1022,14 @@ class AsyncMailbox(Generic[T]):
                 if remaining is None:
                     handed = await waiter
                 else:
-                    await _wait_future(waiter, remaining)
-                    handed = waiter.result() if waiter.done() and not waiter.cancelled() else None
+                    # False: timed out, the waiter cancelled (the loop then raises).
+                    handed = waiter.result() if await _wait_future(waiter, remaining) else None
             except BaseException:
+                # Done with None: only woken to look again, nothing was handed over.
                 if waiter.done() and not waiter.cancelled():
-                    self._put_back(waiter.result())
+                    unclaimed = waiter.result()
+                    if unclaimed is not None:
+                        self._put_back(unclaimed)
                 raise
             finally:
                 self._blocked_gets.remove(blocked)
@@ -1035,10 +1038,8 @@ class AsyncMailbox(Generic[T]):
             if handed is not None:
                 return handed[0], handed[1]
 
-    def _put_back(self, handed: tuple[int, T, int] | None) -> None:
+    def _put_back(self, handed: tuple[int, T, int]) -> None:
         """Return an item handed to a get that was cancelled before it could take it."""
-        if handed is None:
-            return
         kind, item, sequence = handed
         box = self._boxes[kind]
         if box is None:
