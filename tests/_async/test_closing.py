@@ -10,7 +10,13 @@ from helpers import TIMEOUT_UNIT
 from wsclient._async._backend import monotonic, sleep, spawn
 from wsclient._async.client import WebSocketClient
 from wsclient.exceptions import ConnectionDisconnected, ProtocolError
-from wsclient.testing import WebSocketTestServer, close_with, drop_after, silent
+from wsclient.testing import (
+    ServerSession,
+    WebSocketTestServer,
+    close_with,
+    drop_after,
+    silent,
+)
 
 from ._util import eventually, push_then_wait
 
@@ -86,6 +92,25 @@ async def test_close_is_bounded_when_the_server_never_answers() -> None:
             await connection.close()
             assert connection.closed
             assert not connection.closed_cleanly
+            assert connection.close_code == 1000
+
+
+def _close_and_keep_tcp_open(session: ServerSession) -> None:
+    session.stop_reading()
+    session.send_raw(b"\x88\x02\x03\xe8")  # Close 1000, sent as raw bytes
+    session.closed.wait()
+
+
+async def test_a_server_that_closes_but_keeps_tcp_open_is_cut_off_after_close_timeout() -> None:
+    # The server's Close came first and nobody called close(): the wait for the TCP close
+    # that must follow is still bounded by close_timeout.
+    with WebSocketTestServer(_close_and_keep_tcp_open) as server:
+        async with WebSocketClient() as client:
+            connection = await client.connect(server.url, close_timeout=0.2)
+            with pytest.raises(ConnectionDisconnected) as caught:
+                await connection.receive_text(timeout=TIMEOUT_UNIT)
+            assert caught.value.code == 1000
+            await eventually(lambda: connection.closed)
             assert connection.close_code == 1000
 
 

@@ -11,7 +11,13 @@ from helpers import TIMEOUT_UNIT
 from wsclient._sync._backend import monotonic, sleep, spawn
 from wsclient._sync.client import WebSocketClient
 from wsclient.exceptions import ConnectionDisconnected, ProtocolError
-from wsclient.testing import WebSocketTestServer, close_with, drop_after, silent
+from wsclient.testing import (
+    ServerSession,
+    WebSocketTestServer,
+    close_with,
+    drop_after,
+    silent,
+)
 
 from ._util import eventually, push_then_wait
 
@@ -87,6 +93,25 @@ def test_close_is_bounded_when_the_server_never_answers() -> None:
             connection.close()
             assert connection.closed
             assert not connection.closed_cleanly
+            assert connection.close_code == 1000
+
+
+def _close_and_keep_tcp_open(session: ServerSession) -> None:
+    session.stop_reading()
+    session.send_raw(b"\x88\x02\x03\xe8")  # Close 1000, sent as raw bytes
+    session.closed.wait()
+
+
+def test_a_server_that_closes_but_keeps_tcp_open_is_cut_off_after_close_timeout() -> None:
+    # The server's Close came first and nobody called close(): the wait for the TCP close
+    # that must follow is still bounded by close_timeout.
+    with WebSocketTestServer(_close_and_keep_tcp_open) as server:
+        with WebSocketClient() as client:
+            connection = client.connect(server.url, close_timeout=0.2)
+            with pytest.raises(ConnectionDisconnected) as caught:
+                connection.receive_text(timeout=TIMEOUT_UNIT)
+            assert caught.value.code == 1000
+            eventually(lambda: connection.closed)
             assert connection.close_code == 1000
 
 

@@ -9,6 +9,7 @@ from _async._util import eventually
 from helpers import TIMEOUT_UNIT
 
 from wsclient import WebSocketClient
+from wsclient.testing import WebSocketTestServer, send_then_close
 
 
 def _wsclient_tasks() -> list[asyncio.Task[Any]]:
@@ -22,10 +23,30 @@ def _wsclient_tasks() -> list[asyncio.Task[Any]]:
 async def test_closing_leaves_no_task_behind(test_server: Any) -> None:
     async with WebSocketClient() as client:
         connection = await client.connect(test_server.url, keepalive_interval=0.05)
-        # The keepalive is a timer on the loop, not a task.
-        assert {task.get_name() for task in _wsclient_tasks()} == {"wsclient-reader"}
+        # Bytes are read in the loop's callbacks and the keepalive is a timer: an open
+        # connection with nothing to wait for runs no task.
+        assert _wsclient_tasks() == []
         await eventually(lambda: connection.stats.pings_sent >= 2)
+        await connection.send_text("echo")
+        assert await connection.receive_text(timeout=TIMEOUT_UNIT) == "echo"
+        assert _wsclient_tasks() == []
         await connection.close()
+    assert _wsclient_tasks() == []
+
+
+async def test_a_reader_task_runs_only_while_messages_wait_for_room() -> None:
+    with WebSocketTestServer(send_then_close(["one", "two", "three"])) as server:
+        async with WebSocketClient() as client:
+            connection = await client.connect(server.url, conn_opts={"text_queue_maxsize": 1})
+            # The second message finds the buffer full: a reader waits for room with it.
+            await eventually(lambda: len(_wsclient_tasks()) == 1)
+            assert [await connection.receive_text(timeout=TIMEOUT_UNIT) for _ in range(3)] == [
+                "one",
+                "two",
+                "three",
+            ]
+            await eventually(lambda: connection.closed)
+            assert connection.close_code == 1000
     assert _wsclient_tasks() == []
 
 

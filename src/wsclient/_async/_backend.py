@@ -72,6 +72,7 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         "read_target",
         "consumer",
         "consumer_declined",
+        "parked_wake",
         "target_filled",
         "_filling_target",
         "_probe_next_read",
@@ -102,6 +103,9 @@ class _StreamProtocol(asyncio.BufferedProtocol):
         # Set by AsyncStream.consume while it waits: arriving bytes go to it at once.
         self.consumer: Callable[[bytes | memoryview], bool] | None = None
         self.consumer_declined = False
+        # Set by AsyncStream.park: called, instead of waking a reader, once the consumer
+        # declines or the stream ends while no task reads.
+        self.parked_wake: Callable[[], None] | None = None
         self.target_filled = 0
         self._filling_target = False
         self._probe_next_read = False
@@ -179,8 +183,15 @@ class _StreamProtocol(asyncio.BufferedProtocol):
 
     def _wake_reader(self) -> None:
         waiter = self.read_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(None)
+            return
+        wake = self.parked_wake
+        if wake is not None:
+            self.parked_wake = None
+            self.consumer = None
+            wake()
 
 
 async def _wait_future(future: asyncio.Future[Any], timeout: float | None) -> bool:
@@ -466,6 +477,30 @@ class AsyncStream:
                 raise AssertionError("bytes buffered while a consumer waited")
         self._raise_connection_error()
         return False
+
+    def park(
+        self,
+        consumer: Callable[[bytes | memoryview], bool],
+        when_woken: Callable[[], None],
+    ) -> bool:
+        """Hand the bytes that arrive to ``consumer`` with no task waiting to read.
+
+        As in :meth:`consume`, ``consumer`` runs inside the loop's read callback. Once it
+        returns False, or the stream ends, ``when_woken()`` runs there too, once (it must
+        not raise); the caller then reads again (with :meth:`consume`, say) or parks
+        again. Returns False, parking nothing, when bytes or the end are already waiting
+        to be read: the caller reads them instead.
+
+        A connection waiting for its next message this way holds no task and no
+        coroutine frame, and starting one costs the loop no extra turn.
+        """
+        protocol = self._protocol
+        if protocol.chunks or protocol.eof or protocol.read_waiter is not None:
+            return False
+        protocol.consumer = consumer
+        protocol.consumer_declined = False
+        protocol.parked_wake = when_woken
+        return True
 
     def read_for_receiver(
         self,

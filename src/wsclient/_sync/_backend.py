@@ -282,6 +282,16 @@ class SyncStream:
         if when_readable is not None:
             when_readable()
 
+    def park(
+        self,
+        consumer: Callable[[bytes | memoryview], bool],
+        when_woken: Callable[[], None],
+    ) -> bool:
+        """Never parks (see the async twin): here nothing runs when bytes arrive unless a
+        thread waits for them. The reader thread reads, and hands an idle socket over to
+        the watcher by itself (see :meth:`consume`)."""
+        return False
+
     def read_for_receiver(
         self,
         consumer: Callable[[bytes | memoryview], bool],
