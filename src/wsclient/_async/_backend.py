@@ -768,6 +768,8 @@ class _SocketTransport(asyncio.Transport):
         self._maybe_pause_protocol()
 
     def _write_ready(self) -> None:
+        if self._lost:
+            return
         buffer = self._buffer
         try:
             sent = self._sock.send(buffer)

@@ -372,7 +372,8 @@ class WebSocketConnection:
             self._finish()
 
     def _resume_reading(self) -> None:
-        # The stream handed this connection's socket over while idle; bytes arrived.
+        # Something needs the reader loop again: bytes arrived on a socket the stream had
+        # handed over while idle, or a parked consumer declined (see _unparked).
         try:
             self._reader = _spawn(self._read_loop, name="wsclient-reader")
         except RuntimeError as exc:
