@@ -66,6 +66,10 @@ class MessageType(enum.IntEnum):
     BINARY = 2
 
 
+# Globals: a member read through its enum class costs about 70 ns on Python 3.11.
+_TEXT, _BINARY = MessageType.TEXT, MessageType.BINARY
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     """A message returned by ``receive()`` and by iteration.
@@ -81,12 +85,12 @@ class Message:
     @property
     def is_text(self) -> bool:
         """Whether this is a text message (``data`` is a ``str``)."""
-        return self.type is MessageType.TEXT
+        return self.type is _TEXT
 
     @property
     def is_binary(self) -> bool:
         """Whether this is a binary message (``data`` is ``bytes``)."""
-        return self.type is MessageType.BINARY
+        return self.type is _BINARY
 
     @property
     def text(self) -> str:

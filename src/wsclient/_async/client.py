@@ -14,6 +14,8 @@ from ._backend import AsyncStream, open_stream
 from ._backend import monotonic as _monotonic
 from .connection import DEFAULT_MAX_FRAME_SIZE, Channel, WebSocketConnection
 
+_CONNECTING = State.CONNECTING  # a global: State.CONNECTING costs about 70 ns on Python 3.11
+
 # The keys conn_opts accepts: the WebSocketConnection constructor's options.
 CONN_OPTS = (
     "text_queue_maxsize",
@@ -218,7 +220,7 @@ class WebSocketClient:
         early_error: ProtocolError | None = None
         try:
             stream.write_nowait(protocol.data_to_send())
-            while protocol.state is State.CONNECTING:
+            while protocol.state is _CONNECTING:
                 remaining = None if deadline is None else deadline - _monotonic()
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError

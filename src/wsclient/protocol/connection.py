@@ -196,7 +196,9 @@ Event = (
     | RequestReceived
 )
 
-_OPEN, _CLOSING, _CLOSED = State.OPEN, State.CLOSING, State.CLOSED
+# Module constants, not State.X: an enum member read through its class costs about 70 ns
+# on Python 3.11 (a plain global, 6), and receive_data asks on every read.
+_CONNECTING, _OPEN, _CLOSING, _CLOSED = State.CONNECTING, State.OPEN, State.CLOSING, State.CLOSED
 
 # The parser's tight loop builds message events without calling their __init__: a frozen
 # dataclass sets each field through object.__setattr__, which costs about as much as
@@ -418,9 +420,9 @@ class Connection:
                 ``defer_failure``: nothing is queued until :meth:`fail`).
             HandshakeError: Client role, CONNECTING: the handshake failed.
         """
-        if self.state is State.CONNECTING:
+        if self.state is _CONNECTING:
             data = self._receive_handshake_data(bytes(data))
-            if not data or self.state is State.CONNECTING:
+            if not data or self.state is _CONNECTING:
                 return
         if self.state is _CLOSED or not data or self.failure is not None:
             return
@@ -532,7 +534,7 @@ class Connection:
     def receive_eof(self) -> None:
         """The transport reached end of stream (the peer closed TCP)."""
         self.eof_received = True
-        if self.state is State.CONNECTING:
+        if self.state is _CONNECTING:
             self.state = _CLOSED
             self._receive_handshake_eof()
         if self.state is not _CLOSED:
