@@ -86,7 +86,9 @@ def _deflate_options(compression: str | DeflateOptions | None) -> DeflateOptions
 
 
 def _check_conn_opts(conn_opts: dict[str, Any] | None) -> dict[str, Any]:
-    options = dict(conn_opts or {})
+    if not conn_opts:
+        return {}
+    options = dict(conn_opts)
     unknown = sorted(set(options) - set(CONN_OPTS))
     if unknown:
         raise TypeError(
@@ -260,11 +262,12 @@ class WebSocketClient:
             stream.abort()
             stream.close()
             raise
-        logger.debug("connected to %s (subprotocol %s)", url, protocol.subprotocol)
         stream.set_write_limits(high, low)
         connection = WebSocketConnection(
             Channel(stream, protocol, close_timeout, ping_timeout, max_frame_size), **options
         )
+        if connection._log_frames:
+            logger.debug("connected to %s (subprotocol %s)", url, protocol.subprotocol)
         if early_error is not None:
             connection._error = early_error
         # Frames that arrived with the response may already need an answer (the reply to a

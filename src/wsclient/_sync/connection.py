@@ -557,7 +557,8 @@ class WebSocketConnection:
         for pending in self._pending_pings.values():
             pending.answered.set()
         self._closed.set()
-        logger.debug("connection closed: code %s", self._protocol.close_code)
+        if self._log_frames:
+            logger.debug("connection closed: code %s", self._protocol.close_code)
 
     def _dispatch_nowait(self, events: list[Event], start: int) -> int:
         """Handle ``events[start:]`` until a message does not fit in its buffer.
@@ -615,7 +616,8 @@ class WebSocketConnection:
             elif isinstance(event, PingReceived):
                 stats.pings_received += 1
             elif isinstance(event, CloseReceived):
-                logger.debug("close received: %s %s", event.code, event.reason)
+                if self._log_frames:
+                    logger.debug("close received: %s %s", event.code, event.reason)
             index += 1
         return end
 
@@ -1300,7 +1302,8 @@ class WebSocketConnection:
                     self._mailbox.close()
                 else:
                     self._protocol.send_close(code, reason)
-                    logger.debug("> CLOSE %d %r", code, reason)
+                    if self._log_frames:
+                        logger.debug("> CLOSE %d %r", code, reason)
                 self._stream.write_nowait(self._protocol.data_to_send())
         # A reader waiting for room in a full buffer would never see the server's Close.
         self._mailbox.stop_waiting_puts()
