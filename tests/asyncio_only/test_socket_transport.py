@@ -195,3 +195,43 @@ async def test_the_end_of_the_stream_reads_as_empty_and_closes() -> None:
         assert received == b"last words"
         assert stream.at_eof
         assert await stream.wait_closed(TIMEOUT_UNIT)
+
+
+@asynccontextmanager
+async def _full_accept_queue() -> AsyncIterator[tuple[socket.socket, int]]:
+    """A listener whose accept queue is full: the kernel drops new SYNs for now."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers: list[socket.socket] = []
+        try:
+            for _ in range(2):
+                filler = socket.socket()
+                fillers.append(filler)
+                filler.setblocking(False)
+                filler.connect_ex(("127.0.0.1", port))
+            yield listener, port
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
+async def test_a_connect_not_answered_at_once_is_bounded_by_the_timeout() -> None:
+    async with _full_accept_queue() as (_, port):
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(TimeoutError):
+            await open_stream("127.0.0.1", port, timeout=0.2)
+        assert asyncio.get_running_loop().time() - started >= 0.15
+
+
+async def test_a_connect_answered_later_completes() -> None:
+    async with _full_accept_queue() as (listener, port):
+        connecting = asyncio.create_task(open_stream("127.0.0.1", port, timeout=TIMEOUT_UNIT))
+        await asyncio.sleep(0)
+        assert not connecting.done()
+        # Room in the accept queue: the kernel's next SYN (about a second later) gets in.
+        listener.accept()[0].close()
+        stream = await asyncio.wait_for(connecting, TIMEOUT_UNIT + 2)
+        assert stream.get_extra_info("peername") == ("127.0.0.1", port)
+        stream.close()
