@@ -424,9 +424,9 @@ class Connection:
                 ``defer_failure``: nothing is queued until :meth:`fail`).
             HandshakeError: Client role, CONNECTING: the handshake failed.
         """
-        if self.state is State.CONNECTING:
+        if self.state is _CONNECTING:
             data = self._receive_handshake_data(bytes(data))
-            if not data or self.state is State.CONNECTING:
+            if not data or self.state is _CONNECTING:
                 return
         if self.state is _CLOSED or not data or self.failure is not None:
             return
@@ -538,7 +538,7 @@ class Connection:
     def receive_eof(self) -> None:
         """The transport reached end of stream (the peer closed TCP)."""
         self.eof_received = True
-        if self.state is State.CONNECTING:
+        if self.state is _CONNECTING:
             self.state = _CLOSED
             self._receive_handshake_eof()
         if self.state is not _CLOSED:
