@@ -5,10 +5,10 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import hashlib
 import os
 import re
 import sys
+from binascii import b2a_base64
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote, urlsplit
@@ -22,6 +22,13 @@ from .deflate import (
     negotiate_server,
     parse_extensions_header,
 )
+
+try:
+    # CPython's own SHA-1 takes about 2,000 fewer instructions per digest of a key than
+    # OpenSSL's (hashlib.sha1), whose context set-up dominates for 60 bytes.
+    from _sha1 import sha1 as _sha1  # type: ignore[import-not-found]  # (no stub)
+except ImportError:  # a build without it
+    from hashlib import sha1 as _sha1
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_HEADERS = 128
@@ -37,7 +44,26 @@ HeadersLike = Mapping[str, str] | Iterable[tuple[str, str]]
 _FORBIDDEN_VALUE_CHAR = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _CR_LF_NUL = re.compile(r"[\r\n\x00]")
 # RFC 9110 §5.6.2 token.
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TOKEN_CHAR = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
+_TOKEN = re.compile(_TOKEN_CHAR + "+")
+# A header line after its CR LF: a token name and no CR, LF or NUL in the value, as
+# _parse_header_lines requires; and (only so that _HEADER_FIELD need not strip) no space or
+# tab at the end of the value.
+_HEADER_LINE = r"\r\n" + _TOKEN_CHAR + r"+:[^\r\n\x00]*(?<![ \t])"
+_HEADER_BLOCK = re.compile(f"(?:{_HEADER_LINE})*")
+# A response head as servers send it, whole, checked in one match instead of several calls
+# per line (each call costs about as much as matching a line): "HTTP/1.x", a 3-digit status
+# and the reason up to CR LF, as _parse_status_line requires, at most MAX_HEADERS header
+# lines, and the blank line. Group 3 is the header lines with the CR LF that ends the last.
+# A head that does not match (or arrives in pieces) takes the line-by-line path, which
+# applies the same rules and says what is wrong.
+_RESPONSE_HEAD = re.compile(
+    r"HTTP/1\.[01] ([0-9]{3})(?: ([^\r]*))?"
+    f"((?:{_HEADER_LINE}){{0,{MAX_HEADERS}}}\r\n)\r\n"
+)
+# Name and value (after the spaces and tabs that start it) of each line of a block that
+# matched _HEADER_LINES. Simple classes: those the matcher scans fastest.
+_HEADER_FIELD = re.compile(r"\r\n([^:]+):[ \t]*([^\r]*)")
 # Set by the protocol itself; a user value would break the handshake, so these are refused.
 _RESERVED_HEADERS = frozenset(
     {
@@ -55,54 +81,87 @@ _PATH_SAFE = "/:@!$&'()*+,;=-._~%"
 _QUERY_SAFE = _PATH_SAFE + "?"
 
 
+# binascii directly: base64.b64encode is a Python wrapper around it.
 def accept_key(key: str) -> str:
     """Compute Sec-WebSocket-Accept for a Sec-WebSocket-Key (RFC 6455 §4.2.2)."""
-    digest = hashlib.sha1((key + GUID).encode("ascii")).digest()
-    return base64.b64encode(digest).decode("ascii")
+    digest = _sha1((key + GUID).encode("ascii")).digest()
+    return b2a_base64(digest, newline=False).decode("ascii")
 
 
 def generate_key() -> str:
     """A fresh Sec-WebSocket-Key: 16 bytes from the OS random source, base64-encoded."""
-    return base64.b64encode(os.urandom(16)).decode("ascii")
+    return b2a_base64(os.urandom(16), newline=False).decode("ascii")
 
 
 class Headers:
     """An ordered, case-insensitive multi-map of HTTP header fields."""
 
-    __slots__ = ("_by_name", "_items")
+    __slots__ = ("_block", "_by_name", "_items")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
-        self._items: list[tuple[str, str]] = list(items)
+        self._items: list[tuple[str, str]] | None = list(items)
+        # Or the header lines of a response head that matched _RESPONSE_HEAD, parsed on
+        # first use: most connections never look at the headers.
+        self._block: str | None = None
         # Built on the first lookup: a validation looks up about five names.
         self._by_name: dict[str, list[str]] | None = None
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The values of ``name`` joined with ", " (RFC 9110 §5.3), or ``default``."""
-        values = self.get_all(name)
+        values = self._index().get(name.lower())
         return ", ".join(values) if values else default
 
     def get_all(self, name: str) -> list[str]:
+        return list(self._index().get(name.lower(), ()))
+
+    def _list(self) -> list[tuple[str, str]]:
+        items = self._items
+        if items is None:
+            assert self._block is not None
+            items = self._items = _HEADER_FIELD.findall(self._block)
+            self._block = None
+        return items
+
+    def _index(self) -> dict[str, list[str]]:
+        """Lower-cased name -> values (never an empty list); not to be modified."""
         by_name = self._by_name
         if by_name is None:
             by_name = self._by_name = {}
-            for key, value in self._items:
-                by_name.setdefault(key.lower(), []).append(value)
-        return list(by_name.get(name.lower(), ()))
+            for key, value in self._list():
+                key = key.lower()
+                if key in by_name:
+                    by_name[key].append(value)
+                else:
+                    by_name[key] = [value]
+        return by_name
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and bool(self.get_all(name))
+        return isinstance(name, str) and name.lower() in self._index()
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
-        return iter(self._items)
+        return iter(self._list())
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._list())
 
     def items(self) -> list[tuple[str, str]]:
-        return list(self._items)
+        return list(self._list())
 
     def __repr__(self) -> str:
-        return f"Headers({self._items!r})"
+        return f"Headers({self._list()!r})"
+
+
+_new_object = object.__new__
+
+
+def _headers(items: list[tuple[str, str]] | None, block: str | None = None) -> Headers:
+    """A :class:`Headers` that takes ``items`` as its own (no copy, no __init__ call), or
+    that parses ``block`` (the header lines matched by _RESPONSE_HEAD) on first use."""
+    headers = _new_object(Headers)
+    headers._items = items
+    headers._block = block
+    headers._by_name = None
+    return headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +277,14 @@ class Request:
     headers: Headers
 
 
+# A frozen dataclass's __init__ sets each field through object.__setattr__ from Python;
+# the slot descriptors set the same fields for about half the instructions.
+_set_response_status = vars(Response)["status"].__set__
+_set_response_reason = vars(Response)["reason"].__set__
+_set_response_headers = vars(Response)["headers"].__set__
+_set_response_body = vars(Response)["body"].__set__
+
+
 class _HeadReader:
     """Collects an HTTP head (start line and headers) from arbitrary chunks, with limits."""
 
@@ -267,6 +334,10 @@ class _HeadReader:
 
 
 def _parse_header_lines(lines: list[str], what: str) -> Headers:
+    block = "\r\n" + "\r\n".join(lines) if lines else ""
+    if _HEADER_BLOCK.fullmatch(block):
+        return _headers(_HEADER_FIELD.findall(block))
+    # What is wrong, or spaces after a value: line by line.
     items: list[tuple[str, str]] = []
     for line in lines:
         name, colon, value = line.partition(":")
@@ -280,7 +351,18 @@ def _parse_header_lines(lines: list[str], what: str) -> Headers:
     return Headers(items)
 
 
-@dataclass
+# Most connects of a process go to a few URLs with the same options, and parse_uri gives
+# the same WebSocketURI for the same URL: the request text around the key is built once
+# (about 20,000 instructions) and kept, by URI object and options. The URI is kept in the
+# entry, so no other object can take its id while the entry exists.
+_request_cache: dict[
+    tuple[int, str | None, str | None, tuple[str, ...] | None],
+    tuple[WebSocketURI, bytes, bytes, bytes],
+] = {}
+_REQUEST_CACHE_SIZE = 64
+
+
+@dataclass(init=False, slots=True)
 class ClientHandshake:
     """The client side of the opening handshake.
 
@@ -290,24 +372,58 @@ class ClientHandshake:
     """
 
     uri: WebSocketURI
-    headers: HeadersLike | None = None
-    subprotocols: list[str] | None = None
-    origin: str | None = None
-    user_agent: str | None = DEFAULT_USER_AGENT
-    deflate_options: DeflateOptions | None = None
-    key: str = field(default_factory=generate_key)
+    headers: HeadersLike | None
+    subprotocols: list[str] | None
+    origin: str | None
+    user_agent: str | None
+    deflate_options: DeflateOptions | None
+    key: str
 
-    response: Response | None = field(default=None, init=False)
-    subprotocol: str | None = field(default=None, init=False)
-    deflate: PerMessageDeflate | None = field(default=None, init=False)
-    _head: _HeadReader = field(
-        default_factory=lambda: _HeadReader("response", b"HTTP/"), init=False
-    )
-    _refusal: tuple[int, str, Headers] | None = field(default=None, init=False)
-    _body: bytearray = field(default_factory=bytearray, init=False)
-    _body_expected: int | None = field(default=None, init=False)
+    response: Response | None
+    subprotocol: str | None
+    deflate: PerMessageDeflate | None
+    # Made when the head does not arrive whole in the first read.
+    _head: _HeadReader | None
+    _refusal: tuple[int, str, Headers] | None
+    _body: bytes | bytearray
+    _body_expected: int | None
 
-    def __post_init__(self) -> None:
+    # A hand-written __init__: the dataclass one, with its default factories and
+    # __post_init__, cost more than the rest of the request.
+    def __init__(
+        self,
+        uri: WebSocketURI,
+        headers: HeadersLike | None = None,
+        subprotocols: list[str] | None = None,
+        origin: str | None = None,
+        user_agent: str | None = DEFAULT_USER_AGENT,
+        deflate_options: DeflateOptions | None = None,
+        key: str | None = None,
+    ) -> None:
+        """``key`` is the Sec-WebSocket-Key; ``None`` draws a fresh one."""
+        self.uri = uri
+        self.headers = headers
+        self.subprotocols = subprotocols
+        self.origin = origin
+        self.user_agent = user_agent
+        self.deflate_options = deflate_options
+        self.key = generate_key() if key is None else key
+        self.response = None
+        self.subprotocol = None
+        self.deflate = None
+        self._head = None
+        self._refusal = None
+        self._body = b""  # a bytearray once a refusal's body arrives
+        self._body_expected = None
+        if (
+            headers is not None
+            or subprotocols
+            or origin is not None
+            or (user_agent is not None and user_agent != DEFAULT_USER_AGENT)
+        ):
+            self._check_options()
+
+    def _check_options(self) -> None:
         user = _header_pairs(self.headers)
         for name, value in user:
             _validate_header(name, value)
@@ -326,6 +442,44 @@ class ClientHandshake:
 
     def request_bytes(self) -> bytes:
         """The complete upgrade request."""
+        uri, origin, user_agent, subprotocols = (
+            self.uri,
+            self.origin,
+            self.user_agent,
+            self.subprotocols,
+        )
+        cache_key: tuple[int, str | None, str | None, tuple[str, ...] | None] | None = None
+        if (
+            self.headers is None
+            and type(uri) is WebSocketURI  # frozen: one object is always the same URI
+            # A str subclass could compare equal to a str it does not print as.
+            and (origin is None or type(origin) is str)
+            and (user_agent is None or type(user_agent) is str)
+        ):
+            if subprotocols is None:
+                cache_key = (id(uri), origin, user_agent, None)
+            elif all(type(protocol) is str for protocol in subprotocols):
+                cache_key = (id(uri), origin, user_agent, tuple(subprotocols))
+        if cache_key is None:
+            user = _header_pairs(self.headers)
+            before, after = self._request_text(user)
+            return (before + self.key + after + self._request_end(user)).encode()
+        entry = _request_cache.get(cache_key)
+        if entry is None:
+            before, after = self._request_text([])
+            entry = (uri, before.encode(), after.encode(), (after + "\r\n").encode())
+            if len(_request_cache) >= _REQUEST_CACHE_SIZE:
+                _request_cache.clear()
+            _request_cache[cache_key] = entry
+        options = self.deflate_options
+        if options is None:
+            return entry[1] + self.key.encode() + entry[3]
+        extensions = f"Sec-WebSocket-Extensions: {options.offer()}\r\n\r\n"
+        return entry[1] + self.key.encode() + entry[2] + extensions.encode()
+
+    def _request_text(self, user: list[tuple[str, str]]) -> tuple[str, str]:
+        """The request up to the key, and from the key through the Sec-WebSocket-Protocol
+        line (each line with its CR LF); ``user``: the pairs of :attr:`headers`."""
         defaults: list[tuple[str, str]] = [("Host", self.uri.host_header)]
         if self.uri.user_info is not None:
             credentials = "{}:{}".format(*self.uri.user_info).encode("utf-8")
@@ -334,22 +488,25 @@ class ClientHandshake:
             defaults.append(("Origin", self.origin))
         if self.user_agent is not None:
             defaults.append(("User-Agent", self.user_agent))
-        user = _header_pairs(self.headers)
         overridden = {name.lower() for name, _ in user}
-        lines = [f"GET {self.uri.resource} HTTP/1.1"]
-        lines += [f"{name}: {value}" for name, value in defaults if name.lower() not in overridden]
-        lines += [
-            "Upgrade: websocket",
-            "Connection: Upgrade",
-            f"Sec-WebSocket-Key: {self.key}",
-            "Sec-WebSocket-Version: 13",
+        before = [f"GET {self.uri.resource} HTTP/1.1\r\n"]
+        before += [
+            f"{name}: {value}\r\n" for name, value in defaults if name.lower() not in overridden
         ]
+        before.append("Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ")
+        after = "\r\nSec-WebSocket-Version: 13\r\n"
         if self.subprotocols:
-            lines.append("Sec-WebSocket-Protocol: " + ", ".join(self.subprotocols))
+            after += "Sec-WebSocket-Protocol: " + ", ".join(self.subprotocols) + "\r\n"
+        return "".join(before), after
+
+    def _request_end(self, user: list[tuple[str, str]]) -> str:
+        """The request after :meth:`_request_text`: extensions, user headers, blank line."""
+        lines = []
         if self.deflate_options is not None:
-            lines.append("Sec-WebSocket-Extensions: " + self.deflate_options.offer())
-        lines += [f"{name}: {value}" for name, value in user]
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
+            lines.append("Sec-WebSocket-Extensions: " + self.deflate_options.offer() + "\r\n")
+        lines += [f"{name}: {value}\r\n" for name, value in user]
+        lines.append("\r\n")
+        return "".join(lines)
 
     def receive_data(self, data: bytes) -> bytes | None:
         """Feed response bytes; returns the bytes after the head once the upgrade succeeded.
@@ -363,20 +520,51 @@ class ClientHandshake:
             self._body += data
             self._check_body_complete()
             return None
-        parsed = self._head.feed(data)
+        reader = self._head
+        if reader is None:
+            if type(data) is bytes:
+                # Usually the whole head is in the first read, and well-formed: one match
+                # checks it. A head within MAX_LINE bytes has no line over the limit.
+                match = _RESPONSE_HEAD.match(data[: MAX_LINE + 4].decode("latin-1"))
+                if match is not None:
+                    code, reason, block = match.groups()
+                    return self._head_received(
+                        101 if code == "101" else int(code),  # int() costs 1,000
+                        reason or "",
+                        _headers(None, block),
+                        data[match.end() :],
+                        block,
+                    )
+            reader = self._head = _HeadReader("response", b"HTTP/")
+        parsed = reader.feed(data)
         if parsed is None:
             return None
         lines, leftover = parsed
         status, reason = self._parse_status_line(lines[0])
-        headers = _parse_header_lines(lines[1:], "response")
+        return self._head_received(
+            status, reason, _parse_header_lines(lines[1:], "response"), leftover
+        )
+
+    def _head_received(
+        self,
+        status: int,
+        reason: str,
+        headers: Headers,
+        leftover: bytes,
+        block: str | None = None,
+    ) -> bytes | None:
         if status != 101:
             self._refusal = (status, reason, headers)
             self._body_expected = self._expected_body_length(headers)
-            self._body += leftover
+            self._body = bytearray(leftover)
             self._check_body_complete()
             return None
-        self.response = Response(status, reason, headers)
-        self._validate(headers)
+        self.response = response = _new_object(Response)
+        _set_response_status(response, status)
+        _set_response_reason(response, reason)
+        _set_response_headers(response, headers)
+        _set_response_body(response, b"")
+        self._validate(headers, block)
         # The connection keeps the response for its whole life: not the lookup index
         # built for the validation (about 800 bytes; built again if looked up).
         headers._by_name = None
@@ -447,17 +635,51 @@ class ClientHandshake:
             headers=headers.items(),
         )
 
-    def _validate(self, headers: Headers) -> None:
-        if "websocket" not in _token_list(headers.get("Upgrade")):
-            raise self._fail("response lacks 'Upgrade: websocket'", headers)
-        if "upgrade" not in _token_list(headers.get("Connection")):
-            raise self._fail("response lacks 'Connection: Upgrade'", headers)
-        accepts = headers.get_all("Sec-WebSocket-Accept")
-        if len(accepts) != 1 or accepts[0] != accept_key(self.key):
-            raise self._fail("response has a wrong Sec-WebSocket-Accept", headers)
+    def _validate(self, headers: Headers, block: str | None = None) -> None:
+        """``block``: the header lines, when the head matched _RESPONSE_HEAD."""
+        usual = False
+        if block is not None:
+            # Most servers send "Upgrade: websocket", "Connection: Upgrade" and the accept
+            # key as whole lines, and often nothing to negotiate. A few searches of the
+            # lines (checked by _RESPONSE_HEAD: each one after a CR LF and before one, no
+            # CR LF inside) then show that the checks below would pass, without parsing and
+            # indexing the headers. (str.lower() keeps the length of Latin-1 text, so
+            # positions in both are the same.)
+            lowered = block.lower()
+            if "\r\nupgrade: websocket\r\n" in lowered and "\r\nconnection: upgrade\r\n" in lowered:
+                start = lowered.find("\r\nsec-websocket-accept:")
+                usual = (
+                    start >= 0
+                    and lowered.find("\r\nsec-websocket-accept:", start + 22) < 0
+                    and block.startswith(f": {accept_key(self.key)}\r\n", start + 22)
+                )
+            if (
+                usual
+                and "\r\nsec-websocket-protocol:" not in lowered
+                and "\r\nsec-websocket-extensions:" not in lowered
+            ):
+                return
+        by_name = headers._index()
+        if not usual:
+            # Usually each header is just the token: no splitting then.
+            values = by_name.get("upgrade")
+            if values is None or (
+                values[0].lower() != "websocket"
+                and "websocket" not in _token_list(", ".join(values))
+            ):
+                raise self._fail("response lacks 'Upgrade: websocket'", headers)
+            values = by_name.get("connection")
+            if values is None or (
+                values[0].lower() != "upgrade" and "upgrade" not in _token_list(", ".join(values))
+            ):
+                raise self._fail("response lacks 'Connection: Upgrade'", headers)
+            accepts = by_name.get("sec-websocket-accept")
+            if accepts is None or len(accepts) != 1 or accepts[0] != accept_key(self.key):
+                raise self._fail("response has a wrong Sec-WebSocket-Accept", headers)
 
-        protocols = [p.strip() for p in headers.get_all("Sec-WebSocket-Protocol")]
-        if protocols:
+        values = by_name.get("sec-websocket-protocol")
+        if values is not None:
+            protocols = [p.strip() for p in values]
             if len(protocols) > 1 or "," in protocols[0]:
                 raise self._fail("server selected more than one subprotocol", headers)
             if protocols[0] not in (self.subprotocols or []):
@@ -467,7 +689,8 @@ class ClientHandshake:
                 )
             self.subprotocol = protocols[0]
 
-        extensions_value = headers.get("Sec-WebSocket-Extensions")
+        values = by_name.get("sec-websocket-extensions")
+        extensions_value = ", ".join(values) if values is not None else None
         if extensions_value:
             try:
                 extensions = parse_extensions_header(extensions_value)
