@@ -246,6 +246,12 @@ class TestClientRequest:
             ("X-A", "3"),
         ]
 
+    def test_headers_given_as_a_one_shot_iterator_are_checked_and_sent(self) -> None:
+        _, request = new_client(headers=iter([("X-Trace", "7")]))
+        assert header_values(request, "X-Trace") == ["7"]
+        with pytest.raises(ValueError, match="invalid header name"):
+            new_client(headers=iter([("Bad Name", "x")]))
+
     def test_subprotocols_offered(self) -> None:
         _, request = new_client(subprotocols=["chat", "superchat"])
         assert header_values(request, "Sec-WebSocket-Protocol") == ["chat, superchat"]
@@ -447,7 +453,15 @@ class TestServerResponse:
         assert client.events_received() == []
 
     @pytest.mark.parametrize(
-        "status_line", ["HTTP/2 101 Switching", "ICY 200 OK", "HTTP/1.1 1O1 Typo", "HTTP/1.1"]
+        "status_line",
+        [
+            "HTTP/2 101 Switching",
+            "ICY 200 OK",
+            "HTTP/1.1 1O1 Typo",
+            "HTTP/1.1",
+            # Digits to str.isdigit(), not to HTTP (nor to int()).
+            "HTTP/1.1 \u00b9\u00b2\u00b3 Superscript",
+        ],
     )
     def test_invalid_status_line(self, status_line: str) -> None:
         client, _ = new_client()
@@ -511,6 +525,15 @@ class TestRefusal:
         with pytest.raises(InvalidStatus) as info:
             client.receive_data(response[-1:])
         assert (info.value.status, info.value.body) == (401, b"denied")
+
+    def test_a_content_length_of_non_ascii_digits_is_no_length(self) -> None:
+        client, _ = new_client()
+        client.receive_data(
+            refusal("HTTP/1.1 404 Not Found", "Content-Length: \u00b3", body=b"abc")
+        )
+        with pytest.raises(InvalidStatus) as info:
+            client.receive_eof()  # the body ran until the end of the connection
+        assert (info.value.status, info.value.body) == (404, b"abc")
 
     def test_empty_body(self) -> None:
         client, _ = new_client()

@@ -78,7 +78,7 @@ def _is_token(text: str) -> bool:
 
 
 def _window_bits(name: str, value: str | None) -> int:
-    if value is None or not value.isdigit() or value != str(int(value)):
+    if value is None or not (value.isascii() and value.isdigit()) or value != str(int(value)):
         raise ValueError(f"{name} needs a value from 8 to 15, got {value!r}")
     bits = int(value)
     if not 8 <= bits <= 15:

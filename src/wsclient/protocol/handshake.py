@@ -402,7 +402,8 @@ class ClientHandshake:
     ) -> None:
         """``key`` is the Sec-WebSocket-Key; ``None`` draws a fresh one."""
         self.uri = uri
-        self.headers = headers
+        # Pairs, taken once: an iterator would be used up by the checks, before the request.
+        self.headers = None if headers is None else _header_pairs(headers)
         self.subprotocols = subprotocols
         self.origin = origin
         self.user_agent = user_agent
@@ -586,8 +587,10 @@ class ClientHandshake:
         if "chunked" in _token_list(headers.get("Transfer-Encoding")):
             return None
         length = headers.get("Content-Length")
-        if length is not None and length.strip().isdigit():
-            return min(int(length), MAX_BODY)
+        if length is not None:
+            length = length.strip()
+            if length.isascii() and length.isdigit():
+                return min(int(length), MAX_BODY)
         return None
 
     def _check_body_complete(self) -> None:
@@ -622,7 +625,12 @@ class ClientHandshake:
     def _parse_status_line(line: str) -> tuple[int, str]:
         version, _, rest = line.partition(" ")
         code, _, reason = rest.partition(" ")
-        if version not in ("HTTP/1.1", "HTTP/1.0") or len(code) != 3 or not code.isdigit():
+        # isascii too: str.isdigit() also takes digits such as "²", which int() refuses.
+        if (
+            version not in ("HTTP/1.1", "HTTP/1.0")
+            or len(code) != 3
+            or not (code.isascii() and code.isdigit())
+        ):
             raise HandshakeError(f"invalid HTTP status line {line[:100]!r}")
         return int(code), reason
 
