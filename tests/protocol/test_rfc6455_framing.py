@@ -609,7 +609,7 @@ class TestFrameNow:
         assert [parse_frames(raw, masked=True)[0].payload for raw in sent if raw] == [b"abc"] * 3
 
     @pytest.mark.parametrize("opcode", [OP_TEXT, OP_BINARY])
-    @pytest.mark.parametrize("size", [0, 125, 126, 65535])
+    @pytest.mark.parametrize("size", [0, 125, 126, 2048, 65535, 65536])
     def test_same_bytes_as_the_queue(self, opcode: int, size: int) -> None:
         payload = payload_of(size)
         with fixed_masking_key(b"\x01\x02\x03\x04"):

@@ -55,6 +55,7 @@ from .deflate import DeflateOptions, PerMessageDeflate
 from .frames import (
     CLOSE_ABNORMAL,
     CLOSE_NO_STATUS,
+    MASKED_MEDIUM_HEADERS,
     MASKED_SMALL_HEADERS,
     MAX_CONTROL_PAYLOAD,
     OP_BINARY,
@@ -975,13 +976,16 @@ class Connection:
             self.reuse_send_buffer and size >= SEND_BUFFER_MIN
         ):
             return None
-        if size < 126 and self._mask_outgoing:
-            # build_frame's work for the most common frame, without its calls.
+        if size < 65536 and self._mask_outgoing:
+            # build_frame's work for the most common frames, without its calls.
             try:
                 key = masking_keys.popleft()
             except IndexError:
                 key = new_masking_key()
-            return masked_frame(MASKED_SMALL_HEADERS[opcode][size] + key, payload, key)
+            if size < 126:
+                return masked_frame(MASKED_SMALL_HEADERS[opcode][size] + key, payload, key)
+            header = MASKED_MEDIUM_HEADERS[opcode] + size.to_bytes(2, "big") + key
+            return masked_frame(header, payload, key)
         return build_frame(opcode, payload, masked=self._mask_outgoing)
 
     @property

@@ -157,6 +157,13 @@ MASKED_SMALL_HEADERS: dict[int, list[bytes]] = {
 }
 
 
+#: The first two bytes of a masked, unfragmented, uncompressed frame of 126 to 65,535
+#: bytes, by opcode (the 16-bit length follows).
+MASKED_MEDIUM_HEADERS: dict[int, bytes] = {
+    opcode: bytes((0x80 | opcode, 0x80 | 126)) for opcode in (OP_TEXT, OP_BINARY)
+}
+
+
 def build_frame(
     opcode: int,
     payload: bytes | bytearray | memoryview,
