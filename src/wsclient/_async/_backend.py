@@ -924,19 +924,20 @@ async def _connect_socket(loop: asyncio.AbstractEventLoop, host: str, port: int)
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             error = sock.connect_ex(address)
-            if error in _CONNECT_IN_PROGRESS and _connected(sock):
-                # Over loopback the TCP handshake completes within connect(): no wait, and
-                # no loop turn, then. (Elsewhere this costs one failing system call.)
-                error = 0
             if error in _CONNECT_IN_PROGRESS:
-                fd = sock.fileno()
-                connected = loop.create_future()
-                loop.add_writer(fd, _set_once, connected)
-                try:
-                    await connected
-                finally:
-                    loop.remove_writer(fd)
-                error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if _connected(sock):
+                    # Over loopback the TCP handshake completes within connect(): no wait,
+                    # and no loop turn, then. (Elsewhere this costs one failing system call.)
+                    error = 0
+                else:
+                    fd = sock.fileno()
+                    connected = loop.create_future()
+                    loop.add_writer(fd, _set_once, connected)
+                    try:
+                        await connected
+                    finally:
+                        loop.remove_writer(fd)
+                    error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if error:
                 raise OSError(error, f"Connect call failed {address}: {os.strerror(error)}")
         except OSError as exc:
@@ -984,13 +985,29 @@ async def open_stream(
     """
     loop = asyncio.get_running_loop()
     if ssl_context is None and isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop):
-        connecting_socket = _connect_socket(loop, host, port)
-        if timeout is None:
-            sock = await connecting_socket
-        else:
-            sock = await _cancel_after(timeout, connecting_socket)
-        socket_protocol = _StreamProtocol()
-        return AsyncStream(_SocketTransport(loop, sock, socket_protocol), socket_protocol)
+        opening = _open_socket_transport(loop, host, port)
+    else:
+        opening = _create_connection(loop, host, port, ssl_context, server_hostname, timeout)
+    transport, protocol = await (opening if timeout is None else _cancel_after(timeout, opening))
+    return AsyncStream(transport, protocol)
+
+
+async def _open_socket_transport(
+    loop: asyncio.AbstractEventLoop, host: str, port: int
+) -> tuple[asyncio.Transport, _StreamProtocol]:
+    sock = await _connect_socket(loop, host, port)
+    protocol = _StreamProtocol()
+    return _SocketTransport(loop, sock, protocol), protocol
+
+
+async def _create_connection(
+    loop: asyncio.AbstractEventLoop,
+    host: str,
+    port: int,
+    ssl_context: ssl_module.SSLContext | None,
+    server_hostname: str | None,
+    timeout: float | None,
+) -> tuple[asyncio.Transport, _StreamProtocol]:
     kwargs: dict[str, Any] = {}
     if ssl_context is not None:
         kwargs["ssl"] = ssl_context
@@ -998,16 +1015,12 @@ async def open_stream(
         if timeout is not None:
             kwargs["ssl_handshake_timeout"] = max(timeout, 0.001)
     # (No isinstance check on the transport: uvloop's do not derive from asyncio's.)
-    connecting = loop.create_connection(_StreamProtocol, host, port, **kwargs)
-    if timeout is None:
-        transport, protocol = await connecting
-    else:
-        transport, protocol = await _cancel_after(timeout, connecting)
+    transport, protocol = await loop.create_connection(_StreamProtocol, host, port, **kwargs)
     sock = transport.get_extra_info("socket")
     if sock is not None:
         # asyncio and uvloop set it already; another loop may not.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return AsyncStream(transport, protocol)
+    return transport, protocol
 
 
 async def _cancel_after(timeout: float, awaitable: Coroutine[Any, Any, T]) -> T:

@@ -339,7 +339,10 @@ class WebSocketConnection:
             self.start_keep_alive(keepalive_interval)
 
     def _reader_needed(self) -> bool:
-        """Whether something waits to be done that only the reader loop does."""
+        """Whether something waits to be done that only the reader loop does.
+
+        (_consume answers the same, negated, inlined there: it runs on every read.)
+        """
         protocol = self._protocol
         return (
             bool(self._backlog)

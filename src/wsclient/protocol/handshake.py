@@ -372,7 +372,7 @@ class ClientHandshake:
     """
 
     uri: WebSocketURI
-    headers: HeadersLike | None
+    headers: list[tuple[str, str]] | None
     subprotocols: list[str] | None
     origin: str | None
     user_agent: str | None
@@ -425,8 +425,7 @@ class ClientHandshake:
             self._check_options()
 
     def _check_options(self) -> None:
-        user = _header_pairs(self.headers)
-        for name, value in user:
+        for name, value in self.headers or ():
             _validate_header(name, value)
             if name.lower() in _RESERVED_HEADERS:
                 raise ValueError(
@@ -462,7 +461,7 @@ class ClientHandshake:
             elif all(type(protocol) is str for protocol in subprotocols):
                 cache_key = (id(uri), origin, user_agent, tuple(subprotocols))
         if cache_key is None:
-            user = _header_pairs(self.headers)
+            user = self.headers or []
             before, after = self._request_text(user)
             return (before + self.key + after + self._request_end(user)).encode()
         entry = _request_cache.get(cache_key)
