@@ -100,3 +100,38 @@ async def test_wait_idle_does_not_count_a_get_whose_item_is_on_its_way() -> None
     again.cancel()
     with pytest.raises(asyncio.CancelledError):
         await again
+
+
+async def test_close_wakes_a_blocked_get_with_mailbox_closed() -> None:
+    mailbox: AsyncMailbox[str] = AsyncMailbox([0, 0])
+    getter = await _blocked_get(mailbox, TEXT_ONLY, None)
+    mailbox.close()
+    with pytest.raises(MailboxClosed):
+        await asyncio.wait_for(getter, TIMEOUT_UNIT)
+
+
+async def test_a_blocked_get_takes_the_first_of_a_run_put_at_once() -> None:
+    # put_many_nowait fills the box rather than handing over: it must wake the get.
+    mailbox: AsyncMailbox[str] = AsyncMailbox([0, 0])
+    getter = await _blocked_get(mailbox, ANY_MESSAGE, None)
+    assert mailbox.put_many_nowait(KIND_BINARY, ["one", "two"]) == 2
+    assert await asyncio.wait_for(getter, TIMEOUT_UNIT) == (KIND_BINARY, "one")
+    assert mailbox.get_nowait(ANY_MESSAGE) == (KIND_BINARY, "two")
+
+
+async def test_a_take_wakes_a_put_waiting_for_room_and_not_a_get_of_the_other_kind() -> None:
+    # Blocked gets and puts waiting for room are woken by different events: a take makes
+    # room for the put, and the get of the other kind goes on waiting until cancelled.
+    mailbox: AsyncMailbox[str] = AsyncMailbox([1, 1])
+    assert mailbox.put_nowait(KIND_TEXT, "held")
+    getter = await _blocked_get(mailbox, (KIND_BINARY,), None)
+    putter = asyncio.create_task(mailbox.put(KIND_TEXT, "waits for room"))
+    await asyncio.sleep(0)
+    assert not putter.done()
+    assert mailbox.take_nowait(KIND_TEXT) == "held"
+    assert await asyncio.wait_for(putter, TIMEOUT_UNIT)
+    assert not getter.done()
+    getter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(getter, TIMEOUT_UNIT)
+    assert mailbox.take_nowait(KIND_TEXT) == "waits for room"

@@ -1187,13 +1187,21 @@ class AsyncMailbox(Generic[T]):
             loop = self._loop = asyncio.get_running_loop()
         return loop.create_future()
 
-    def _wake_all(self) -> None:
+    def _wake_waiters(self) -> None:
+        """Wake the puts waiting for room and the ``wait_idle`` callers, to look again."""
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_result(None)
         self._waiters.clear()
         if self._idle_waiters:
             self._wake_idle_waiters()
+
+    def _wake_all(self) -> None:
+        """Wake every waiter, blocked gets included (a get woken with ``None`` looks again)."""
+        for _, waiter in self._blocked_gets:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._wake_waiters()
 
     def _wake_idle_waiters(self) -> None:
         for waiter in self._idle_waiters:
@@ -1265,8 +1273,10 @@ class AsyncMailbox(Generic[T]):
             return False
         self._sequence += 1
         box.append((self._sequence, item))
+        # No get is blocked on this kind: one would have taken the item above (or holds
+        # one already and is on its way).
         if self._waiters or self._idle_waiters:
-            self._wake_all()
+            self._wake_waiters()
         return True
 
     def put_many_nowait(self, kind: int, items: Sequence[T]) -> int:
@@ -1278,7 +1288,7 @@ class AsyncMailbox(Generic[T]):
             box = self._boxes[kind] = deque()
         count = add_to_box(box, self._maxsizes[kind], self._sequence, items)
         self._sequence += count
-        if count and (self._waiters or self._idle_waiters):
+        if count and (self._blocked_gets or self._waiters or self._idle_waiters):
             self._wake_all()
         return count
 
@@ -1295,7 +1305,7 @@ class AsyncMailbox(Generic[T]):
     def stop_waiting_puts(self) -> None:
         """From now on ``put`` into a full box returns False at once; ``get`` is unchanged."""
         self.puts_never_wait = True
-        self._wake_all()
+        self._wake_waiters()
 
     def drop_oldest(self, kind: int) -> T | None:
         return self.take_nowait(kind)
@@ -1309,7 +1319,7 @@ class AsyncMailbox(Generic[T]):
         if not box:
             self._boxes[kind] = None
         if self._waiters:
-            self._wake_all()
+            self._wake_waiters()
         return item
 
     def get_nowait(self, kinds: Sequence[int]) -> tuple[int, T] | None:
@@ -1329,7 +1339,7 @@ class AsyncMailbox(Generic[T]):
             # stays idle; making one again costs about 50 ns.
             boxes[best_kind] = None
         if self._waiters:
-            self._wake_all()
+            self._wake_waiters()
         return best_kind, item
 
     async def get(
@@ -1358,13 +1368,16 @@ class AsyncMailbox(Generic[T]):
             if remaining is not None and remaining <= 0:
                 raise TimeoutError("receive timed out")
             # The wait of _wait(), inlined: this is the path of every receive that finds
-            # nothing waiting, and each coroutine level costs about as much as the rest.
-            waiter: asyncio.Future[tuple[int, T, int] | None] = self._new_future()
+            # nothing waiting, and each call level costs about as much as the rest. A
+            # blocked get is woken by a put of its kinds (with the item) or by _wake_all.
+            loop = self._loop
+            if loop is None:
+                loop = self._loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[tuple[int, T, int] | None] = loop.create_future()
             blocked = (kinds, waiter)
             self._blocked_gets.append(blocked)
             if self._idle_waiters:
                 self._wake_idle_waiters()
-            self._waiters.append(waiter)
             try:
                 if remaining is None:
                     handed = await waiter
@@ -1380,8 +1393,6 @@ class AsyncMailbox(Generic[T]):
                 raise
             finally:
                 self._blocked_gets.remove(blocked)
-                if self._waiters and waiter in self._waiters:
-                    self._waiters.remove(waiter)
             if handed is not None:
                 return handed[0], handed[1]
 
