@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wsclient.exceptions import ProtocolError
 from wsclient.protocol import BinaryMessage, Event, TextMessage, connection
 
 from .support import OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_TEXT, frame
@@ -22,23 +23,43 @@ if COMPILED is not None:
 INVALID_UTF8 = [b"\xff", b"\xc3", b"\xed\xa0\x80", b"ok\xe2\x82"]
 
 
-def reference(data: bytes, position: int, limit: int) -> tuple[int, list[Event]]:
+def fake_inflate(payload: bytes, is_text: bool, limit: int) -> str | bytes:
+    """Stands for PerMessageDeflate.inflate_message: shows what it was given."""
+    if payload == b"boom":
+        raise ProtocolError("the inflater refused", 1007)
+    shown = f"{payload.hex()}/{limit}"
+    return shown if is_text else shown.encode()
+
+
+def reference(
+    data: bytes, position: int, limit: int, inflating: bool = False
+) -> tuple[int, list[Event]]:
     """Whole final unmasked text and binary frames without RSV bits, below 64 KiB and within
-    ``limit`` (unless negative), text valid UTF-8: one by one, the obvious way."""
+    ``limit`` (unless negative), text valid UTF-8: one by one, the obvious way. With
+    ``inflating``, such frames with RSV1 too, through fake_inflate and whatever their size."""
     events: list[Event] = []
     while len(data) - position >= 2:
         first, second = data[position], data[position + 1]
-        if first not in (0x81, 0x82) or second & 0x80 or second & 0x7F == 127:
+        compressed = inflating and first in (0xC1, 0xC2)
+        if (first not in (0x81, 0x82) and not compressed) or second & 0x80:
+            break
+        if second & 0x7F == 127:
             break
         length, header = second, 2
         if length == 126:
             if len(data) - position < 4:
                 break
             length, header = int.from_bytes(data[position + 2 : position + 4], "big"), 4
-        if position + header + length > len(data) or 0 <= limit < length:
+        if position + header + length > len(data) or (0 <= limit < length and not compressed):
             break
         payload = data[position + header : position + header + length]
-        if first == 0x81:
+        if compressed:
+            inflated = fake_inflate(payload, first == 0xC1, limit)
+            if first == 0xC1:
+                events.append(TextMessage(inflated))  # type: ignore[arg-type]
+            else:
+                events.append(BinaryMessage(inflated))  # type: ignore[arg-type]
+        elif first == 0x81:
             try:
                 events.append(TextMessage(payload.decode("utf-8")))
             except UnicodeDecodeError:
@@ -82,6 +103,7 @@ frames_strategy = st.lists(
     start=st.integers(min_value=0, max_value=8),
     limit=st.sampled_from([-1, 0, 1, 10, 125, 126, 4096, 1 << 20]),
     kind=st.sampled_from([bytes, bytearray, memoryview]),
+    inflating=st.booleans(),
 )
 def test_takes_what_the_reference_takes_and_stops_where_it_stops(
     name: str,
@@ -91,17 +113,22 @@ def test_takes_what_the_reference_takes_and_stops_where_it_stops(
     start: int,
     limit: int,
     kind: type,
+    inflating: bool,
 ) -> None:
     raw = b"".join(
         frame(opcode, payload, fin=fin or opcode >= 8, rsv1=rsv1, key=b"abcd" if masked else None)
         for opcode, payload, fin, rsv1, masked in frames
+        if payload != b"boom"
     )
     data = raw[: min(cut, len(raw))]
     start = min(start, len(data))
     buffer = memoryview(bytearray(data)) if kind is memoryview else kind(data)
     events: list[Event] = []
-    stop = parse_messages(buffer, start, limit, events)
-    assert (stop, events) == reference(data, start, limit)
+    if inflating:
+        stop = parse_messages(buffer, start, limit, events, fake_inflate)
+    else:
+        stop = parse_messages(buffer, start, limit, events)
+    assert (stop, events) == reference(data, start, limit, inflating)
     for event in events:
         assert type(event.data) is (str if type(event) is TextMessage else bytes)  # type: ignore[union-attr]
 
@@ -118,6 +145,31 @@ def test_appends_to_the_list_it_is_given(
     assert stop == len(data) - 3  # the invalid text frame is left for the full parser
 
 
+@pytest.mark.parametrize(("name", "parse_messages"), IMPLEMENTATIONS)
+def test_an_inflater_error_propagates_after_the_messages_before_it(
+    name: str, parse_messages: connection._ParseMessages
+) -> None:
+    events: list[Event] = []
+    data = (
+        frame(OP_TEXT, b"first", rsv1=True)
+        + frame(OP_BINARY, b"boom", rsv1=True)
+        + frame(OP_TEXT, b"never")
+    )
+    with pytest.raises(ProtocolError, match="refused"):
+        parse_messages(data, 0, 10, events, fake_inflate)
+    assert events == [TextMessage(f"{b'first'.hex()}/10")]
+
+
+@pytest.mark.parametrize(("name", "parse_messages"), IMPLEMENTATIONS)
+def test_none_as_inflater_leaves_compressed_frames(
+    name: str, parse_messages: connection._ParseMessages
+) -> None:
+    events: list[Event] = []
+    data = frame(OP_TEXT, b"plain") + frame(OP_TEXT, b"x", rsv1=True)
+    assert parse_messages(data, 0, -1, events, None) == len(frame(OP_TEXT, b"plain"))
+    assert events == [TextMessage("plain")]
+
+
 def test_the_compiled_parser_rejects_bad_arguments() -> None:
     compiled = COMPILED
     if compiled is None:
@@ -131,5 +183,9 @@ def test_the_compiled_parser_rejects_bad_arguments() -> None:
         compiled(b"\x81\x00", 0, -1, ())  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         compiled("text", 0, -1, [])  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="4 arguments"):
+    with pytest.raises(TypeError, match="4 or 5 arguments"):
         compiled(b"", 0, -1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="4 or 5 arguments"):
+        compiled(b"", 0, -1, [], None, None)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="not callable"):
+        compiled(b"\xc1\x00", 0, -1, [], "not a function")  # type: ignore[arg-type]

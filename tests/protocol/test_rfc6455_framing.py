@@ -641,12 +641,69 @@ class TestFrameNow:
         client.data_to_send()
         assert client.frame_now(OP_TEXT, b"x") is None
 
-    def test_none_with_compression_negotiated(self) -> None:
+    @pytest.mark.parametrize("opcode", [OP_TEXT, OP_BINARY])
+    @pytest.mark.parametrize("size", [0, 100, 127, 2048, 200_000])
+    @pytest.mark.parametrize("compress", [True, False], ids=["compress", "no-compress"])
+    def test_with_compression_same_bytes_as_the_queue(
+        self, opcode: int, size: int, compress: bool
+    ) -> None:
+        # Random printable ASCII (valid text, compressible only a little): compressed
+        # frames with 7-, 16- and 64-bit lengths; below min_size the message goes
+        # uncompressed. Two messages: the second uses the context of the first.
+        payload = bytes(random.Random(size).choices(range(32, 127), k=size))
+        options = DeflateOptions(min_size=100)
+        extension = "Sec-WebSocket-Extensions: permessage-deflate"
+        with fixed_masking_key(b"\x01\x02\x03\x04"):
+            direct_client = open_client(extension, deflate_options=options)
+            direct = [direct_client.frame_now(opcode, payload, compress) for _ in range(2)]
+            queued_client = open_client(extension, deflate_options=options)
+            queued = []
+            for _ in range(2):
+                if opcode == OP_TEXT:
+                    queued_client.send_text(payload, compress=compress)
+                else:
+                    queued_client.send_binary(payload, compress=compress)
+                queued.append(queued_client.data_to_send())
+        assert direct == queued
+        assert direct_client.data_to_send() == b""
+        expect_compressed = compress and size >= 100
+        server = open_pair(client={"deflate_options": options})[1]
+        for raw in direct:
+            assert raw is not None
+            [sent] = parse_frames(raw, masked=True)
+            assert (sent.opcode, sent.fin, sent.rsv1) == (opcode, True, expect_compressed)
+            server.receive_data(raw)
+        message = TextMessage if opcode == OP_TEXT else BinaryMessage
+        data: str | bytes = payload.decode() if opcode == OP_TEXT else payload
+        assert server.events_received() == [message(data)] * 2  # type: ignore[arg-type]
+
+    def test_compressed_only_when_sure_to_fit_max_frame_size(self) -> None:
+        # Compressed, a message close to max_frame_size might not fit in one frame after
+        # all: it takes the queue, which splits it after compression.
         client = open_client(
             "Sec-WebSocket-Extensions: permessage-deflate",
             deflate_options=DeflateOptions(min_size=0),
+            max_frame_size=1000,
         )
-        assert client.frame_now(OP_TEXT, b"x" * 200) is None
+        assert client.frame_now(OP_TEXT, b"x" * 800) is not None
+        assert client.frame_now(OP_TEXT, b"x" * 900) is None
+        assert client.frame_now(OP_TEXT, b"x" * 990, compress=False) is not None
+        assert client.frame_now(OP_TEXT, b"x" * 1001, compress=False) is None
+
+    @pytest.mark.parametrize("memory_level", [1, 5, 9])
+    @pytest.mark.parametrize("size", [0, 1, 1000, 4095, 4096, 70_000, 1_000_000])
+    def test_incompressible_data_stays_within_the_margin(
+        self, size: int, memory_level: int
+    ) -> None:
+        # The margin frame_now keeps below max_frame_size before it compresses.
+        client = open_client(
+            "Sec-WebSocket-Extensions: permessage-deflate",
+            deflate_options=DeflateOptions(min_size=0, memory_level=memory_level),
+        )
+        assert client.deflate is not None
+        for _ in range(3):
+            compressed = client.deflate.compress(os.urandom(size))
+            assert len(compressed) <= size + (size >> 3) + (size >> 5) + 64
 
     def test_none_above_max_frame_size(self) -> None:
         client = open_client(max_frame_size=100)

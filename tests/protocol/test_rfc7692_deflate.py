@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import zlib
 from typing import Any
 
@@ -780,3 +781,57 @@ class TestWholeCompressedMessages:
         whole = self._outcome(raw, True, None)
         assert whole[:3] == self._outcome(raw, False, None)[:3]
         assert whole[1] == (ProtocolError, 1007)
+
+
+class TestWholeCompressedMessagesOfOneFrame:
+    """A compressed message of one frame below 64 KiB is inflated from the frame parser's
+    tight loop (compiled or not): the limits and checks of the full parser hold there too."""
+
+    def test_max_size_applies_to_the_inflated_size(self) -> None:
+        client = deflate_client()
+        client.max_size = 1000
+        client.receive_data(frame(OP_BINARY, compress_raw(bytes(1000)), rsv1=True))
+        assert client.events_received() == [BinaryMessage(bytes(1000))]
+        payload = compress_raw(bytes(1001))
+        assert len(payload) < 100  # far below the limit before inflating
+        with pytest.raises(MessageTooBig):
+            client.receive_data(frame(OP_BINARY, payload, rsv1=True))
+        [sent] = sent_frames(client)
+        assert sent.close_code == 1009
+
+    def test_a_compressed_payload_longer_than_max_size_may_inflate_within_it(self) -> None:
+        # Incompressible data grows a little: max_size bounds the message, not the frame.
+        client = deflate_client()
+        client.max_size = 1000
+        data = random.Random(3).randbytes(1000)
+        payload = compress_raw(data)
+        assert len(payload) > client.max_size
+        client.receive_data(frame(OP_BINARY, payload, rsv1=True))
+        assert client.events_received() == [BinaryMessage(data)]
+
+    def test_invalid_utf8_once_inflated_fails_with_1007(self) -> None:
+        client = deflate_client()
+        client.receive_data(
+            frame(OP_TEXT, compress_raw(b"fine"), rsv1=True)
+            + frame(OP_TEXT, compress_raw("café".encode()), rsv1=True)
+        )
+        assert client.events_received() == [TextMessage("fine"), TextMessage("café")]
+        with pytest.raises(ProtocolError) as info:
+            client.receive_data(frame(OP_TEXT, compress_raw(b"\xff after"), rsv1=True))
+        assert info.value.close_code == 1007
+        [sent] = sent_frames(client)
+        assert sent.close_code == 1007
+
+    def test_messages_before_a_bad_one_in_the_same_read_are_delivered(self) -> None:
+        client = deflate_client()
+        with pytest.raises(ProtocolError) as info:
+            client.receive_data(
+                frame(OP_TEXT, compress_raw(b"first"), rsv1=True)
+                + frame(OP_BINARY, b"\xff\xff\xff", rsv1=True)
+                + frame(OP_TEXT, b"never")
+            )
+        assert info.value.close_code == 1007
+        assert client.events_received() == [TextMessage("first")]
+        [sent] = sent_frames(client)
+        assert sent.close_code == 1007
+        assert client.state is State.CLOSED

@@ -781,7 +781,7 @@ class WebSocketConnection:
         state_lock.acquire()
         try:
             protocol = self._protocol
-            frame = protocol.frame_now(opcode, payload)
+            frame = protocol.frame_now(opcode, payload, compress)
             if frame is not None:
                 self._stream.write_nowait(frame)
             else:

@@ -304,19 +304,22 @@ new_message(PyTypeObject *type, PyObject *slot, PyObject *data)
 }
 
 PyDoc_STRVAR(parse_messages_doc,
-"parse_messages(buffer, position, limit, events, /)\n--\n\n"
+"parse_messages(buffer, position, limit, events, inflate=None, /)\n--\n\n"
 "From position on, append an event to events for each whole text or binary frame that is\n"
 "unmasked, final, without RSV bits, shorter than 64 KiB and, unless limit is negative, no\n"
-"longer than limit. Stop at anything else (an incomplete or other frame, or text that is\n"
-"not valid UTF-8, for the caller to reject) and return where parsing stopped.");
+"longer than limit. With inflate, a callable, take such frames with RSV1 set too: their\n"
+"payload is passed to inflate(payload, is_text, limit), which returns the message's data\n"
+"(or raises, and so does this). Stop at anything else (an incomplete or other frame, or\n"
+"text that is not valid UTF-8, for the caller to reject) and return where parsing stopped.");
 
 static PyObject *
 parse_messages(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "parse_messages takes 4 arguments");
+    if (nargs != 4 && nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "parse_messages takes 4 or 5 arguments");
         return NULL;
     }
+    PyObject *inflate = nargs == 5 && args[4] != Py_None ? args[4] : NULL;
     if (text_message_type == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "configure_messages was not called");
         return NULL;
@@ -360,12 +363,34 @@ parse_messages(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         else {
             break;
         }
-        if (length > end - start || (limit >= 0 && length > limit)) {
+        /* FIN and RSV1 with a text or binary opcode: a whole compressed message. */
+        int compressed = inflate != NULL && (first == 0xC1 || first == 0xC2);
+        /* A compressed payload's limit applies once inflated: inflate enforces it. */
+        if (length > end - start || (limit >= 0 && length > limit && !compressed)) {
             break;
         }
         const char *payload = (const char *)data + start;
         PyObject *event;
-        if (first == 0x82) {
+        if (compressed) {
+            PyObject *deflated = PyBytes_FromStringAndSize(payload, length);
+            if (deflated == NULL) {
+                goto error;
+            }
+            PyObject *call_args[3] = {deflated, first == 0xC1 ? Py_True : Py_False, args[2]};
+            PyObject *inflated = PyObject_Vectorcall(inflate, call_args, 3, NULL);
+            Py_DECREF(deflated);
+            if (inflated == NULL) {
+                goto error;
+            }
+            if (first == 0xC1) {
+                event = new_message(text_message_type, text_data_slot, inflated);
+            }
+            else {
+                event = new_message(binary_message_type, binary_data_slot, inflated);
+            }
+            Py_DECREF(inflated);
+        }
+        else if (first == 0x82) {
             PyObject *bytes = PyBytes_FromStringAndSize(payload, length);
             if (bytes == NULL) {
                 goto error;

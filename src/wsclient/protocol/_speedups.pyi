@@ -1,3 +1,4 @@
+from collections.abc import Callable
 from typing import Any
 
 def mask(data: bytes | bytearray | memoryview, key: bytes | bytearray, /) -> bytes: ...
@@ -12,5 +13,10 @@ def configure_messages(
     text_type: type[Any], text_data: Any, binary_type: type[Any], binary_data: Any, /
 ) -> None: ...
 def parse_messages(
-    buffer: bytes | bytearray | memoryview, position: int, limit: int, events: list[Any], /
+    buffer: bytes | bytearray | memoryview,
+    position: int,
+    limit: int,
+    events: list[Any],
+    inflate: Callable[[bytes, bool, int], str | bytes] | None = None,
+    /,
 ) -> int: ...

@@ -42,7 +42,7 @@ import codecs
 import enum
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 from ..exceptions import (
     ConnectionDisconnected,
@@ -64,6 +64,7 @@ from .frames import (
     OP_PING,
     OP_PONG,
     OP_TEXT,
+    RSV1,
     SEND_BUFFER_MIN,
     build_close_payload,
     build_frame,
@@ -216,22 +217,33 @@ _set_complete_subprotocol = vars(HandshakeComplete)["subprotocol"].__set__
 
 _FIN_TEXT: Final = 0x80 | OP_TEXT
 _FIN_BINARY: Final = 0x80 | OP_BINARY
+_FIN_RSV1_TEXT: Final = 0x80 | RSV1 | OP_TEXT
+_FIN_RSV1_BINARY: Final = 0x80 | RSV1 | OP_BINARY
+_WHOLE_COMPRESSED: Final = (_FIN_RSV1_TEXT, _FIN_RSV1_BINARY)
+#: What the tight loop calls to inflate a whole compressed message:
+#: ``(payload, is_text, limit) -> data`` (see PerMessageDeflate.inflate_message).
+_Inflate = Callable[[bytes, bool, int], str | bytes]
 
 
 def _py_parse_messages(
-    buffer: bytes | bytearray | memoryview, position: int, limit: int, events: list[Event]
+    buffer: bytes | bytearray | memoryview,
+    position: int,
+    limit: int,
+    events: list[Event],
+    inflate: _Inflate | None = None,
 ) -> int:
     """Parse the common case in a tight loop: whole, unfragmented, uncompressed text and
     binary frames from a server, shorter than 64 KiB and, unless ``limit`` is negative, no
-    longer than ``limit``; append their events to ``events``. Returns where it stopped: at
-    the end, or at anything else (another kind of frame, an incomplete one, or text that
-    is not valid UTF-8), which :meth:`Connection._parse` then handles or rejects.
+    longer than ``limit``; append their events to ``events``. With ``inflate``, whole
+    compressed (RSV1) ones too: ``inflate(payload, is_text, limit)`` returns their data,
+    enforcing ``limit`` on the inflated size. Returns where it stopped: at the end, or at
+    anything else (another kind of frame, an incomplete one, or text that is not valid
+    UTF-8), which :meth:`Connection._parse` then handles or rejects.
 
     The pure-Python twin of the compiled ``parse_messages``; both take the same frames.
     """
     end = len(buffer)
-    if limit < 0:
-        limit = end
+    size_limit = end if limit < 0 else limit
     append = events.append
     # Slicing bytes gives bytes; slicing a bytearray or a view needs a copy into bytes.
     copy = type(buffer) is not bytes
@@ -247,9 +259,19 @@ def _py_parse_messages(
         else:
             break
         stop = start + length
-        if stop > end or length > limit:
+        # A compressed payload's limit applies once inflated: inflate enforces it.
+        compressed = inflate is not None and first in _WHOLE_COMPRESSED
+        if stop > end or (length > size_limit and not compressed):
             break
-        if first == _FIN_BINARY:
+        if compressed:
+            assert inflate is not None
+            if first == _FIN_RSV1_TEXT:
+                event = _new_event(TextMessage)
+                _set_text_data(event, inflate(bytes(buffer[start:stop]), True, limit))
+            else:
+                event = _new_event(BinaryMessage)
+                _set_binary_data(event, inflate(bytes(buffer[start:stop]), False, limit))
+        elif first == _FIN_BINARY:
             event = _new_event(BinaryMessage)
             _set_binary_data(event, bytes(buffer[start:stop]) if copy else buffer[start:stop])
         elif first == _FIN_TEXT:
@@ -269,7 +291,18 @@ def _py_parse_messages(
     return position
 
 
-_ParseMessages = Callable[[bytes | bytearray | memoryview, int, int, list[Event]], int]
+class _ParseMessages(Protocol):
+    def __call__(
+        self,
+        buffer: bytes | bytearray | memoryview,
+        position: int,
+        limit: int,
+        events: list[Event],
+        inflate: _Inflate | None = None,
+        /,
+    ) -> int: ...
+
+
 _c_parse_messages: _ParseMessages | None
 try:
     from ._speedups import configure_messages as _configure_messages
@@ -281,7 +314,8 @@ else:
         TextMessage, vars(TextMessage)["data"], BinaryMessage, vars(BinaryMessage)["data"]
     )
 
-#: ``parse_messages(buffer, position, limit, events)``: see :func:`_py_parse_messages`.
+#: ``parse_messages(buffer, position, limit, events, inflate=None)``: see
+#: :func:`_py_parse_messages`.
 parse_messages: _ParseMessages = _c_parse_messages or _py_parse_messages
 #: Which parser takes the common frames: "c" (the optional compiled module) or "python".
 PARSE_IMPLEMENTATION = "c" if _c_parse_messages is not None else "python"
@@ -462,9 +496,20 @@ class Connection:
                 # Most reads hold whole small messages and nothing else: the tight loop
                 # takes them all, and _parse (which starts with it too) is not needed.
                 max_size = self.max_size
-                consumed = parse_messages(
-                    buffer, 0, -1 if max_size is None else max_size, self._events
-                )
+                deflate = self.deflate
+                if deflate is None:
+                    consumed = parse_messages(
+                        buffer, 0, -1 if max_size is None else max_size, self._events
+                    )
+                else:
+                    # Whole compressed messages are inflated from the tight loop too.
+                    consumed = parse_messages(
+                        buffer,
+                        0,
+                        -1 if max_size is None else max_size,
+                        self._events,
+                        deflate.inflate_message,
+                    )
                 if consumed < len(buffer):
                     consumed = self._parse(buffer, consumed)
             else:
@@ -601,13 +646,14 @@ class Connection:
         expect_masked = self._expect_masked
         stream_messages = self.stream_messages
         max_size = self.max_size
+        inflate = None if self.deflate is None else self.deflate.inflate_message
         while position < end and self.state is not _CLOSED:
             if self._frame_remaining:
                 position = self._consume_payload(buffer, position, end)
                 continue
             if self._message_opcode is None and not stream_messages and not expect_masked:
                 position = parse_messages(
-                    buffer, position, -1 if max_size is None else max_size, events
+                    buffer, position, -1 if max_size is None else max_size, events, inflate
                 )
                 if position == end:
                     break
@@ -954,21 +1000,24 @@ class Connection:
             if type(data) is memoryview:
                 output[index] = bytes(data)
 
-    def frame_now(self, opcode: int, payload: bytes | bytearray | memoryview) -> bytes | None:
-        """The frame of a whole uncompressed message, for the caller to write at once.
+    def frame_now(
+        self, opcode: int, payload: bytes | bytearray | memoryview, compress: bool = True
+    ) -> bytes | None:
+        """The frame of a whole message, for the caller to write at once.
 
-        The short way to send a small message: nothing is queued, so the frame must be
-        written before anything this connection queues later. Returns ``None`` when the
-        message must take the queue (:meth:`send_text` / :meth:`send_binary`) instead:
-        something is queued already, a fragmented message is in progress, compression is
-        on, or the message is to be split or built in the reusable send buffer.
+        The short way to send a message: nothing is queued, so the frame must be written
+        before anything this connection queues later. With permessage-deflate, the message
+        is compressed as :meth:`send_text` / :meth:`send_binary` would (``compress`` as
+        theirs). Returns ``None`` when the message must take the queue instead: something
+        is queued already, a fragmented message is in progress, or the message is to be
+        split (``max_frame_size``) or built in the reusable send buffer.
 
         Raises:
             ConnectionDisconnected: The connection is not open.
         """
         if self.state is not _OPEN:
             raise ConnectionDisconnected(self.close_code, self.close_reason or "")
-        if self._output or self._out_opcode is not None or self.deflate is not None:
+        if self._output or self._out_opcode is not None:
             return None
         size = len(payload)
         limit = self.max_frame_size
@@ -976,6 +1025,18 @@ class Connection:
             self.reuse_send_buffer and size >= SEND_BUFFER_MIN
         ):
             return None
+        kind = opcode
+        deflate = self.deflate
+        if deflate is not None and compress and deflate.can_compress and size >= deflate.min_size:
+            if limit is not None and size + (size >> 3) + (size >> 5) + 64 > limit:
+                # Compressed, the message might not fit in one frame after all, and a
+                # compression cannot be taken back. The margin is zlib's bound for any
+                # memory level (deflateBound: 1/8 + 1/64 + 5 bytes; a low level stores
+                # incompressible data in small blocks), plus the flush.
+                return None
+            payload = deflate.compress(payload)
+            size = len(payload)
+            kind = RSV1 | opcode
         if size < 65536 and self._mask_outgoing:
             # build_frame's work for the most common frames, without its calls.
             try:
@@ -983,10 +1044,10 @@ class Connection:
             except IndexError:
                 key = new_masking_key()
             if size < 126:
-                return masked_frame(MASKED_SMALL_HEADERS[opcode][size] + key, payload, key)
-            header = MASKED_MEDIUM_HEADERS[opcode] + size.to_bytes(2, "big") + key
+                return masked_frame(MASKED_SMALL_HEADERS[kind][size] + key, payload, key)
+            header = MASKED_MEDIUM_HEADERS[kind] + size.to_bytes(2, "big") + key
             return masked_frame(header, payload, key)
-        return build_frame(opcode, payload, masked=self._mask_outgoing)
+        return build_frame(opcode, payload, rsv1=kind != opcode, masked=self._mask_outgoing)
 
     @property
     def sending_fragmented_message(self) -> bool:

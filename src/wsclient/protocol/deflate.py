@@ -5,7 +5,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
-from ..exceptions import HandshakeError, MessageTooBig, ProtocolError
+from ..exceptions import HandshakeError, InvalidUTF8, MessageTooBig, ProtocolError
 
 EXTENSION_NAME = "permessage-deflate"
 _TAIL = b"\x00\x00\xff\xff"
@@ -345,6 +345,23 @@ class PerMessageDeflate:
         if final and (self.decompress_no_context_takeover or decompressor.eof):
             self._decompressor = None
         return out
+
+    def inflate_message(self, payload: bytes, is_text: bool, limit: int) -> str | bytes:
+        """The data of a whole message of one compressed frame: inflated, and decoded if
+        ``is_text`` (the frame parser's short way; ``limit``: max_size, negative for none).
+
+        Raises:
+            MessageTooBig: The inflated message would exceed ``limit`` (1009).
+            ProtocolError: The payload is not a valid deflate stream (1007).
+            InvalidUTF8: Text that is not valid UTF-8 (1007).
+        """
+        data = self.decompress(payload, final=True, limit=None if limit < 0 else limit)
+        if not is_text:
+            return data
+        try:
+            return data.decode()
+        except UnicodeDecodeError:
+            raise InvalidUTF8("invalid UTF-8 in text message") from None
 
     def reset_decompressor(self) -> None:
         """Forget the inflate context (used when a message is abandoned)."""

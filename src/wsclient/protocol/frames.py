@@ -149,18 +149,24 @@ def new_masking_key() -> bytes:
         return block[:4]
 
 
-#: The first two bytes of a masked, unfragmented, uncompressed frame of fewer than 126
-#: bytes, by opcode and payload length: a small message's header is looked up, not built.
+#: The RSV1 bit of a frame's first byte: set on the first frame of a compressed message.
+RSV1 = 0x40
+# The keys of the header tables below: a message's opcode, with RSV1 if it is compressed.
+_WHOLE_MESSAGE_KINDS = (OP_TEXT, OP_BINARY, RSV1 | OP_TEXT, RSV1 | OP_BINARY)
+
+#: The first two bytes of a masked, unfragmented frame of fewer than 126 bytes, by opcode
+#: (with :data:`RSV1` when compressed) and payload length: a small message's header is
+#: looked up, not built.
 MASKED_SMALL_HEADERS: dict[int, list[bytes]] = {
-    opcode: [bytes((0x80 | opcode, 0x80 | length)) for length in range(126)]
-    for opcode in (OP_TEXT, OP_BINARY)
+    kind: [bytes((0x80 | kind, 0x80 | length)) for length in range(126)]
+    for kind in _WHOLE_MESSAGE_KINDS
 }
 
 
-#: The first two bytes of a masked, unfragmented, uncompressed frame of 126 to 65,535
-#: bytes, by opcode (the 16-bit length follows).
+#: The first two bytes of a masked, unfragmented frame of 126 to 65,535 bytes, by opcode
+#: (with :data:`RSV1` when compressed); the 16-bit length follows.
 MASKED_MEDIUM_HEADERS: dict[int, bytes] = {
-    opcode: bytes((0x80 | opcode, 0x80 | 126)) for opcode in (OP_TEXT, OP_BINARY)
+    kind: bytes((0x80 | kind, 0x80 | 126)) for kind in _WHOLE_MESSAGE_KINDS
 }
 
 
