@@ -550,7 +550,7 @@ def update_readme(markdown: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small counts: a few minutes")
-    parser.add_argument("--rounds", type=int, default=None, help="rounds (default 5; quick 3)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds (default 7; quick 3)")
     parser.add_argument("--clients", default="", help="comma-separated subset of clients")
     parser.add_argument("--scenarios", default="", help="comma-separated subset of scenarios")
     parser.add_argument("--no-pin", action="store_true", help="do not pin to a CPU")
@@ -558,7 +558,7 @@ def main() -> None:
     parser.add_argument("--output-dir", type=Path, default=HERE, help="where to write results")
     parser.add_argument("--no-readme", action="store_true", help="leave README.md alone")
     args = parser.parse_args()
-    rounds = args.rounds or (3 if args.quick else 5)
+    rounds = args.rounds or (3 if args.quick else 7)
     args.timeout = args.timeout or (180 if args.quick else 900)
     clients = [CLIENT_BY_NAME[name] for name in args.clients.split(",") if name] or CLIENTS
     scenarios = [SCENARIO_BY_NAME[n] for n in args.scenarios.split(",") if n] or SCENARIOS
