@@ -835,3 +835,21 @@ class TestWholeCompressedMessagesOfOneFrame:
         [sent] = sent_frames(client)
         assert sent.close_code == 1007
         assert client.state is State.CLOSED
+
+    def test_one_frame_of_64_kib_or_more_read_whole(self) -> None:
+        # Past the tight loop (its lengths stop at 16 bits): the full parser inflates it
+        # the same way, in one piece when the whole frame is in the buffer.
+        rng = random.Random(5)
+        text = "".join(rng.choices("abcdefghijklmnopqrstuvwxyzé", k=150_000))
+        binary = rng.randbytes(70_000)
+        text_payload, binary_payload = compress_raw(text.encode()), compress_raw(binary)
+        assert min(len(text_payload), len(binary_payload)) >= 65536
+        client = deflate_client()
+        client.receive_data(
+            frame(OP_TEXT, text_payload, rsv1=True) + frame(OP_BINARY, binary_payload, rsv1=True)
+        )
+        assert client.events_received() == [TextMessage(text), BinaryMessage(binary)]
+        invalid = compress_raw(rng.randbytes(70_000))
+        with pytest.raises(ProtocolError) as info:
+            client.receive_data(frame(OP_TEXT, invalid, rsv1=True))
+        assert info.value.close_code == 1007

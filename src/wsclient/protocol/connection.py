@@ -497,19 +497,14 @@ class Connection:
                 # takes them all, and _parse (which starts with it too) is not needed.
                 max_size = self.max_size
                 deflate = self.deflate
-                if deflate is None:
-                    consumed = parse_messages(
-                        buffer, 0, -1 if max_size is None else max_size, self._events
-                    )
-                else:
+                consumed = parse_messages(
+                    buffer,
+                    0,
+                    -1 if max_size is None else max_size,
+                    self._events,
                     # Whole compressed messages are inflated from the tight loop too.
-                    consumed = parse_messages(
-                        buffer,
-                        0,
-                        -1 if max_size is None else max_size,
-                        self._events,
-                        deflate.inflate_message,
-                    )
+                    None if deflate is None else deflate.inflate_message,
+                )
                 if consumed < len(buffer):
                     consumed = self._parse(buffer, consumed)
             else:
@@ -747,12 +742,19 @@ class Connection:
                 # Fast path: a whole, unfragmented message in the buffer (the checks of
                 # _start_data_frame all pass for it, so that call is skipped). A compressed
                 # one (_check_rsv let RSV1 through: deflate is on, and this is a text or
-                # binary frame) is inflated first, max_size bounding the inflated size.
-                body: bytes | bytearray | memoryview = buffer[position + header : stop]
+                # binary frame; 64 KiB or more, or the tight loop would have taken it) is
+                # inflated as the tight loop inflates, max_size bounding the inflated size.
+                body = buffer[position + header : stop]
                 if compressed:
-                    assert self.deflate is not None
-                    body = self.deflate.decompress(bytes(body), final=True, limit=max_size)
-                if opcode == OP_TEXT:
+                    assert inflate is not None
+                    data = inflate(
+                        bytes(body), opcode == OP_TEXT, -1 if max_size is None else max_size
+                    )
+                    if isinstance(data, str):
+                        events.append(TextMessage(data))
+                    else:
+                        events.append(BinaryMessage(data))
+                elif opcode == OP_TEXT:
                     try:
                         text = str(body, "utf-8")
                     except UnicodeDecodeError:
